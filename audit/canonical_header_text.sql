@@ -1,0 +1,25 @@
+-- The canonical text of a journal-entry header: what seals and verification
+-- hash. Fixed formats (no DateStyle, no locale) so the text is the same on
+-- every server. SQL and immutable, so the planner inlines it.
+CREATE OR REPLACE FUNCTION audit.canonical_header_text(
+    p_je_id         bigint,
+    p_je_number     text,
+    p_je_date       date,
+    p_period        text,
+    p_batch_id      bigint,
+    p_source_type   text,
+    p_source_id     bigint,
+    p_je_seq        integer,
+    p_currency      char(3),
+    p_fx_rate       numeric,
+    p_description   text,
+    p_source_amount numeric)
+RETURNS text
+LANGUAGE sql
+IMMUTABLE PARALLEL SAFE
+RETURN concat_ws('|', 'H', p_je_id, p_je_number, to_char(p_je_date, 'YYYY-MM-DD'), p_period,
+                 p_batch_id, p_source_type, p_source_id, p_je_seq, p_currency, p_fx_rate,
+                 p_description, p_source_amount);
+
+GRANT EXECUTE ON FUNCTION audit.canonical_header_text(bigint, text, date, text, bigint, text,
+    bigint, integer, char, numeric, text, numeric) TO monthend_runner, monthend_auditor;

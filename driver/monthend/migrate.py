@@ -1,0 +1,260 @@
+"""Schema migrations: versioned files applied once, repeatable objects re-applied on change.
+
+Versioned files (``sql/migrations/V001__name.sql``) are forward-only: each runs in its
+own transaction together with the insert of its version row, and an applied file that
+was later edited is refused. Repeatable files (functions, procedures, views,
+triggers; ``.sql`` or jinja2 ``.sql.j2``) use ``CREATE OR REPLACE`` and carry their
+own GRANTs, so re-applying one keeps its privileges; each is re-applied, in its own
+transaction, when its rendered text changes.
+
+Every file is parsed with pglast (SQL, and the PL/pgSQL bodies) before anything
+touches the database: one syntax error anywhere applies nothing.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import re
+import time
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import jinja2
+import pglast
+from pglast import parser as pg_parser
+from psycopg import Connection
+
+from monthend.errors import MigrationError
+
+VERSIONED_DIR = "sql/migrations"
+# Dependency order: SQL helpers and views of reference data first, then the
+# partition and staging functions, the run's procedures, the audit functions,
+# and last the views that read them all.
+REPEATABLE_DIRS = ("sql/functions", "partitions", "procedures", "audit", "sql/views")
+VERSIONED_NAME = re.compile(r"^V(\d{3,})__[a-z0-9_]+\.sql$")
+OWNER_ROLE = "monthend_owner"
+
+BOOTSTRAP_SQL = """
+CREATE SCHEMA IF NOT EXISTS batch;
+CREATE TABLE IF NOT EXISTS batch.schema_migration (
+    kind         text        NOT NULL CHECK (kind IN ('versioned', 'repeatable')),
+    name         text        NOT NULL,
+    checksum     text        NOT NULL,
+    applied_at   timestamptz NOT NULL DEFAULT clock_timestamp(),
+    applied_by   text        NOT NULL DEFAULT session_user,
+    execution_ms integer     NOT NULL,
+    CONSTRAINT schema_migration_pkey PRIMARY KEY (kind, name)
+)
+"""
+
+
+def project_root() -> Path:
+    """The directory holding sql/, procedures/, partitions/ and audit/."""
+    return Path(__file__).resolve().parents[2]
+
+
+@dataclass(frozen=True)
+class Statement:
+    text: str
+    line: int
+
+
+@dataclass
+class MigrationFile:
+    kind: str
+    name: str
+    path: Path
+    text: str
+    statements: list[Statement] = field(default_factory=list)
+
+    @property
+    def checksum(self) -> str:
+        return hashlib.sha256(self.text.encode()).hexdigest()
+
+
+@dataclass
+class Plan:
+    versioned: list[MigrationFile]
+    repeatable: list[MigrationFile]
+    applied: dict[tuple[str, str], str]
+
+    @property
+    def pending(self) -> list[MigrationFile]:
+        return self.versioned + self.repeatable
+
+
+def _render(path: Path, root: Path) -> str:
+    if not path.name.endswith(".j2"):
+        return path.read_text()
+    env = jinja2.Environment(
+        loader=jinja2.FileSystemLoader(str(root)),
+        undefined=jinja2.StrictUndefined,
+        keep_trailing_newline=True,
+    )
+    return env.get_template(path.relative_to(root).as_posix()).render()
+
+
+def _line_of(text: str, offset: int) -> int:
+    return text.count("\n", 0, offset) + 1
+
+
+def parse_file(mfile: MigrationFile) -> None:
+    """Split a file into statements with pglast; raise MigrationError naming file and line."""
+    text = mfile.text
+    try:
+        pg_parser.parse_sql(text)
+    except pg_parser.ParseError as exc:
+        message, offset = exc.args[0], exc.args[1] if len(exc.args) > 1 else None
+        line = _line_of(text, offset) if offset is not None else "?"
+        raise MigrationError(f"{mfile.name}:{line}: {message}. Nothing was applied.") from exc
+    statements = []
+    search_from = 0
+    for stmt in pg_parser.split(text, with_parser=True):
+        start = text.find(stmt, search_from)
+        line = _line_of(text, start if start >= 0 else search_from)
+        if start >= 0:
+            search_from = start + len(stmt)
+        statements.append(Statement(stmt, line))
+        if re.search(r"\bLANGUAGE\s+plpgsql\b", stmt, re.IGNORECASE) and re.match(
+            r"\s*CREATE\s+(OR\s+REPLACE\s+)?(FUNCTION|PROCEDURE)\b", stmt, re.IGNORECASE
+        ):
+            try:
+                pglast.parse_plpgsql(stmt)
+            except pg_parser.ParseError as exc:
+                raise MigrationError(
+                    f"{mfile.name}:{line}: PL/pgSQL body: {exc.args[0]}. Nothing was applied."
+                ) from exc
+    mfile.statements = statements
+
+
+def load_files(root: Path | None = None) -> tuple[list[MigrationFile], list[MigrationFile]]:
+    """Read, render and parse every migration file under ``root``."""
+    root = root or project_root()
+    versioned_dir = root / VERSIONED_DIR
+    if not versioned_dir.is_dir():
+        raise MigrationError(f"No migrations found: {versioned_dir} does not exist.")
+    versioned = []
+    for path in sorted(versioned_dir.glob("*.sql")):
+        if not VERSIONED_NAME.match(path.name):
+            raise MigrationError(
+                f"{path.relative_to(root)}: versioned migrations are named V001__what.sql."
+            )
+        versioned.append(MigrationFile("versioned", path.name, path, path.read_text()))
+    numbers = [int(VERSIONED_NAME.match(f.name).group(1)) for f in versioned]
+    if len(set(numbers)) != len(numbers):
+        raise MigrationError("Two versioned migrations share a version number.")
+    repeatable = []
+    for folder in REPEATABLE_DIRS:
+        for path in sorted((root / folder).glob("*.sql*")):
+            if path.name.startswith("_") or not path.name.endswith((".sql", ".sql.j2")):
+                continue
+            name = path.relative_to(root).as_posix()
+            try:
+                text = _render(path, root)
+            except jinja2.TemplateError as exc:
+                raise MigrationError(f"{name}: template error: {exc}. Nothing was applied.") from exc
+            repeatable.append(MigrationFile("repeatable", name, path, text))
+    for mfile in versioned + repeatable:
+        parse_file(mfile)
+    return versioned, repeatable
+
+
+def _bootstrap(conn: Connection) -> None:
+    with conn.transaction():
+        for stmt in pg_parser.split(BOOTSTRAP_SQL):
+            conn.execute(stmt)
+
+
+def applied_checksums(conn: Connection) -> dict[tuple[str, str], str]:
+    exists = conn.execute("SELECT to_regclass('batch.schema_migration')").fetchone()[0]
+    if exists is None:
+        return {}
+    rows = conn.execute("SELECT kind, name, checksum FROM batch.schema_migration").fetchall()
+    return {(kind, name): checksum for kind, name, checksum in rows}
+
+
+def plan(conn: Connection, root: Path | None = None) -> Plan:
+    """What ``apply`` would do; refuses edited or unknown versioned migrations."""
+    versioned, repeatable = load_files(root)
+    applied = applied_checksums(conn)
+    on_disk = {f.name for f in versioned}
+    for (kind, name), _checksum in applied.items():
+        if kind == "versioned" and name not in on_disk:
+            raise MigrationError(
+                f"The database has migration {name} applied, which this copy of monthend "
+                "does not have. Upgrade monthend to the release that ships it."
+            )
+    pending_versioned = []
+    for mfile in versioned:
+        known = applied.get(("versioned", mfile.name))
+        if known is None:
+            pending_versioned.append(mfile)
+        elif known != mfile.checksum:
+            raise MigrationError(
+                f"{VERSIONED_DIR}/{mfile.name} was edited after it was applied "
+                f"(applied checksum {known[:12]}, file now {mfile.checksum[:12]}). Versioned "
+                "migrations are never edited: restore the file and put the change in a new "
+                "migration."
+            )
+    pending_repeatable = [
+        f for f in repeatable if applied.get(("repeatable", f.name)) != f.checksum
+    ]
+    return Plan(pending_versioned, pending_repeatable, applied)
+
+
+def _apply_one(conn: Connection, mfile: MigrationFile) -> None:
+    started = time.monotonic()
+    with conn.transaction():
+        owner = conn.execute(
+            "SELECT pg_has_role(current_user, oid, 'MEMBER') FROM pg_roles WHERE rolname = %s",
+            (OWNER_ROLE,),
+        ).fetchone()
+        if owner and owner[0]:
+            conn.execute(f"SET LOCAL ROLE {OWNER_ROLE}")
+        for stmt in mfile.statements:
+            try:
+                conn.execute(stmt.text)
+            except Exception as exc:
+                raise MigrationError(
+                    f"{mfile.name}:{stmt.line}: {str(exc).strip()}. This file was rolled back; "
+                    "files before it stay applied."
+                ) from exc
+        elapsed_ms = int((time.monotonic() - started) * 1000)
+        conn.execute(
+            """
+            INSERT INTO batch.schema_migration (kind, name, checksum, execution_ms)
+            VALUES (%(kind)s, %(name)s, %(checksum)s, %(ms)s)
+            ON CONFLICT (kind, name) DO UPDATE
+               SET checksum = EXCLUDED.checksum, applied_at = clock_timestamp(),
+                   applied_by = session_user, execution_ms = EXCLUDED.execution_ms
+            """,
+            {"kind": mfile.kind, "name": mfile.name, "checksum": mfile.checksum,
+             "ms": elapsed_ms},
+        )
+        conn.execute("RESET ROLE")
+        record = conn.execute("SELECT to_regprocedure('audit.append(text,jsonb)')").fetchone()[0]
+        if record is not None:
+            conn.execute(
+                "SELECT audit.append('MIGRATION_APPLIED', jsonb_build_object("
+                "'kind', %s::text, 'name', %s::text, 'checksum', %s::text))",
+                (mfile.kind, mfile.name, mfile.checksum),
+            )
+
+
+def apply(conn: Connection, root: Path | None = None,
+          progress: callable | None = None) -> list[MigrationFile]:
+    """Apply what is pending; a second call applies nothing. ``conn`` must be autocommit."""
+    _bootstrap(conn)
+    the_plan = plan(conn, root)
+    done = []
+    for mfile in the_plan.pending:
+        if progress:
+            progress(mfile)
+        _apply_one(conn, mfile)
+        done.append(mfile)
+    return done
+
+
+def describe(files: Iterable[MigrationFile]) -> list[dict[str, str]]:
+    return [{"kind": f.kind, "name": f.name, "checksum": f.checksum[:12]} for f in files]

@@ -1,0 +1,59 @@
+-- Phase 4, the queue. Claims the next range of a batch for the calling
+-- connection and returns it (NULL when none can be claimed now), with how many
+-- ranges are not yet DONE. A range is claimable when PENDING and past its
+-- retry time, or RUNNING for a backend that no longer exists (its connection
+-- died, so its transaction rolled back). SKIP LOCKED passes over ranges that a
+-- live transaction is processing, so any number of workers, on any host, can
+-- call this concurrently. Commit it on its own: the claim is then visible to
+-- the dashboard while the range is processed.
+CREATE OR REPLACE PROCEDURE batch.claim_range(
+    p_batch_id      bigint,
+    p_worker        text,
+    INOUT p_range_id bigint DEFAULT NULL,
+    INOUT p_attempt  integer DEFAULT NULL,
+    INOUT p_remaining integer DEFAULT NULL)
+LANGUAGE plpgsql
+SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    v_status text;
+BEGIN
+    SELECT r.status INTO v_status FROM batch.run AS r WHERE r.batch_id = p_batch_id;
+    IF NOT FOUND THEN
+        RAISE EXCEPTION 'batch % does not exist', p_batch_id USING ERRCODE = 'no_data_found';
+    ELSIF v_status <> 'ALLOCATED' THEN
+        RAISE EXCEPTION 'batch % is %; ranges are claimed while it is ALLOCATED',
+                        p_batch_id, v_status
+            USING ERRCODE = 'object_not_in_prerequisite_state';
+    END IF;
+
+    SELECT rg.range_id INTO p_range_id
+      FROM batch.range AS rg
+     WHERE rg.batch_id = p_batch_id
+       AND ((rg.status = 'PENDING' AND (rg.retry_after IS NULL OR rg.retry_after <= now()))
+            OR (rg.status = 'RUNNING' AND NOT EXISTS (
+                    SELECT FROM pg_stat_activity AS a
+                    WHERE a.pid = rg.worker_pid AND a.backend_start = rg.worker_backend_start)))
+     ORDER BY rg.range_no
+     LIMIT 1
+       FOR UPDATE SKIP LOCKED;
+
+    IF p_range_id IS NOT NULL THEN
+        UPDATE batch.range AS rg
+           SET status = 'RUNNING', attempts = rg.attempts + 1, worker = p_worker,
+               worker_pid = pg_backend_pid(),
+               worker_backend_start = (SELECT a.backend_start FROM pg_stat_activity AS a
+                                        WHERE a.pid = pg_backend_pid()),
+               started_at = clock_timestamp(), finished_at = NULL, retry_after = NULL
+         WHERE rg.range_id = p_range_id
+        RETURNING rg.attempts INTO p_attempt;
+    END IF;
+
+    SELECT count(*) INTO p_remaining
+      FROM batch.range AS rg WHERE rg.batch_id = p_batch_id AND rg.status <> 'DONE';
+END
+$$;
+
+GRANT EXECUTE ON PROCEDURE batch.claim_range(bigint, text, bigint, integer, integer)
+    TO monthend_runner;

@@ -1,0 +1,86 @@
+-- Phase 7, the atomic commit. Takes a VALIDATED batch. In one transaction:
+-- attaches the batch's staging tables as the batch's partitions of the
+-- period's ledger partitions (a catalog change: the CHECKs prove the bounds and
+-- the indexes exist, so nothing is scanned or copied and the cost does not grow
+-- with the batch), moves them into gl, advances the period's used numbers,
+-- resolves the dead letters its rows had, and seals the batch into the audit
+-- chain with its digest (sha256 over the range digests in range order).
+-- Before this commits nothing of the batch is in the ledger; after, all of it.
+CREATE OR REPLACE PROCEDURE batch.commit_batch(p_batch_id bigint)
+LANGUAGE plpgsql
+SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    v_started  timestamptz := clock_timestamp();
+    v_run      batch.run%ROWTYPE;
+    v_suffix   text;
+    v_digest   bytea;
+    v_ranges   jsonb;
+    v_resolved bigint;
+    v_table    text;
+BEGIN
+    SELECT * INTO v_run FROM batch.run AS r WHERE r.batch_id = p_batch_id FOR UPDATE;
+    IF NOT FOUND THEN
+        RAISE EXCEPTION 'batch % does not exist', p_batch_id USING ERRCODE = 'no_data_found';
+    ELSIF v_run.status <> 'VALIDATED' THEN
+        RAISE EXCEPTION 'batch % is %; only a VALIDATED batch can be committed',
+                        p_batch_id, v_run.status
+            USING ERRCODE = 'object_not_in_prerequisite_state';
+    END IF;
+    v_suffix := replace(v_run.period, '-', '_');
+
+    FOREACH v_table IN ARRAY ARRAY['journal_entry_header', 'journal_entry_line'] LOOP
+        IF v_run.je_count > 0 THEN
+            EXECUTE format('ALTER TABLE gl.%I ATTACH PARTITION batch.%I FOR VALUES IN (%s)',
+                           v_table || '_' || v_suffix, 'stage_' || v_table || '_' || p_batch_id,
+                           p_batch_id);
+            EXECUTE format('ALTER TABLE batch.%I SET SCHEMA gl',
+                           'stage_' || v_table || '_' || p_batch_id);
+            EXECUTE format('ALTER TABLE gl.%I RENAME TO %I',
+                           'stage_' || v_table || '_' || p_batch_id,
+                           v_table || '_' || v_suffix || '_b' || p_batch_id);
+        ELSE
+            EXECUTE format('DROP TABLE IF EXISTS batch.%I',
+                           'stage_' || v_table || '_' || p_batch_id);
+        END IF;
+    END LOOP;
+
+    UPDATE gl.accounting_period
+       SET je_numbers_used = je_numbers_used + v_run.je_count
+     WHERE period = v_run.period;
+
+    UPDATE batch.dead_letter AS d
+       SET status = 'RESOLVED', resolved_by_batch = p_batch_id
+     WHERE d.status = 'OPEN'
+       AND EXISTS (SELECT FROM batch.source_claim AS c
+                   WHERE c.period = v_run.period AND c.source_type = d.source_type
+                     AND c.source_id = d.source_id AND c.batch_id = p_batch_id);
+    GET DIAGNOSTICS v_resolved = ROW_COUNT;
+
+    SELECT sha256(convert_to(coalesce(string_agg(encode(rg.digest, 'hex'), E'\n'
+                                                 ORDER BY rg.range_no), ''), 'UTF8')),
+           coalesce(jsonb_agg(jsonb_build_object('range_no', rg.range_no,
+                                                 'digest', encode(rg.digest, 'hex'))
+                              ORDER BY rg.range_no), '[]')
+      INTO v_digest, v_ranges
+      FROM batch.range AS rg WHERE rg.batch_id = p_batch_id;
+
+    UPDATE batch.run
+       SET status = 'COMMITTED', digest = v_digest, finished_at = clock_timestamp()
+     WHERE batch_id = p_batch_id;
+    PERFORM batch.record_phase_time(p_batch_id, 'commit', v_started);
+
+    PERFORM batch.log_event(p_batch_id, 'COMMITTED',
+        format('batch %s committed: %s entries, %s lines, digest %s', p_batch_id,
+               v_run.je_count, v_run.line_count, encode(v_digest, 'hex')),
+        jsonb_build_object('resolved_dead_letters', v_resolved));
+    PERFORM audit.append('BATCH_COMMITTED', jsonb_build_object(
+        'batch_id', p_batch_id, 'period', v_run.period, 'digest', encode(v_digest, 'hex'),
+        'ranges', v_ranges, 'entries', v_run.je_count, 'lines', v_run.line_count,
+        'claimed_rows', v_run.claimed_rows, 'dead_letter_rows', v_run.dead_letter_rows,
+        'je_id_base', v_run.je_id_base, 'je_number_base', v_run.je_number_base));
+END
+$$;
+
+GRANT EXECUTE ON PROCEDURE batch.commit_batch(bigint) TO monthend_runner;

@@ -1,0 +1,281 @@
+-- Phase 1, pre-flight. Takes a STARTED batch. Gating checks first, before any
+-- write: the period is OPEN, every posting template has exactly one balancing
+-- line and at least one ratio line, the functional currency is configured,
+-- the period's partitions exist. A failed gate marks the batch FAILED and
+-- returns (its validation rows stay, nothing else is written).
+-- Then, in one statement and so one snapshot, every unposted source row of the
+-- period is classified: a bad row goes to batch.dead_letter with its reason,
+-- a good row is claimed for the batch (batch.source_claim) with the offset of
+-- its first journal entry, and control totals of the whole set are recorded.
+-- Rows noted as strays (dated where no open period takes them) are
+-- dead-lettered too. Leaves the batch PREFLIGHTED.
+CREATE OR REPLACE PROCEDURE batch.preflight(p_batch_id bigint)
+LANGUAGE plpgsql
+SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    v_started        timestamptz := clock_timestamp();
+    v_period         text;
+    v_status         text;
+    v_period_status  text;
+    v_start          date;
+    v_end            date;
+    v_numbers_used   bigint;
+    v_functional_mu  integer;
+    v_bad_templates  text;
+    v_gate_errors    text[] := '{}';
+    v_claimed        bigint;
+    v_dead           bigint;
+    v_stray_dead     bigint;
+    v_je_count       bigint;
+    v_missing_fx     text;
+    v_reasons        jsonb;
+BEGIN
+    SELECT r.period, r.status INTO v_period, v_status
+      FROM batch.run AS r WHERE r.batch_id = p_batch_id FOR UPDATE;
+    IF NOT FOUND THEN
+        RAISE EXCEPTION 'batch % does not exist', p_batch_id USING ERRCODE = 'no_data_found';
+    ELSIF v_status <> 'STARTED' THEN
+        RAISE EXCEPTION 'batch % is %; pre-flight runs on a STARTED batch', p_batch_id, v_status
+            USING ERRCODE = 'object_not_in_prerequisite_state';
+    END IF;
+
+    -- Upstream changes to this period's rows wait for us (see
+    -- subledger.source_refuse_change_when_claimed), and the period row lock
+    -- keeps it from being closed under us.
+    PERFORM pg_advisory_xact_lock(hashtext('monthend.period'), hashtext(v_period));
+    SELECT ap.status, ap.start_date, ap.end_date, ap.je_numbers_used
+      INTO v_period_status, v_start, v_end, v_numbers_used
+      FROM gl.accounting_period AS ap WHERE ap.period = v_period FOR UPDATE;
+
+    IF NOT batch.record_check(p_batch_id, NULL, 'preflight', 'period_open',
+                              v_period_status = 'OPEN', 'OPEN', v_period_status) THEN
+        v_gate_errors := v_gate_errors || format('period %s is %s', v_period, v_period_status);
+    END IF;
+
+    SELECT string_agg(format('%s/%s/%s has %s balancing and %s ratio lines', t.source_type,
+                             t.txn_type, t.je_seq, coalesce(t.balancing_lines, 0),
+                             coalesce(t.ratio_lines, 0)), '; ')
+      INTO v_bad_templates
+      FROM gl.journal_template_index AS t
+     WHERE t.balancing_lines IS DISTINCT FROM 1 OR coalesce(t.ratio_lines, 0) < 1;
+    IF NOT batch.record_check(p_batch_id, NULL, 'preflight', 'posting_rules_balance',
+                              v_bad_templates IS NULL,
+                              'one balancing line and >= 1 ratio line per template',
+                              coalesce(v_bad_templates, 'all templates well formed')) THEN
+        v_gate_errors := v_gate_errors || ('posting rules: ' || v_bad_templates);
+    END IF;
+
+    SELECT c.minor_units INTO v_functional_mu
+      FROM gl.setting AS s JOIN gl.currency AS c ON c.code = s.functional_currency;
+    IF NOT batch.record_check(p_batch_id, NULL, 'preflight', 'functional_currency',
+                              v_functional_mu IS NOT NULL, 'gl.setting names a known currency',
+                              coalesce('minor units ' || v_functional_mu, 'missing')) THEN
+        v_gate_errors := v_gate_errors || 'gl.setting has no functional currency'::text;
+    END IF;
+
+    PERFORM gl.ensure_period_partitions(v_period);
+    PERFORM batch.record_check(p_batch_id, NULL, 'preflight', 'partitions_ready', true,
+                               'month partitions of the ledger and claims', 'present');
+
+    IF cardinality(v_gate_errors) > 0 THEN
+        UPDATE batch.run
+           SET status = 'FAILED', failed_status = 'STARTED', finished_at = clock_timestamp(),
+               error = 'pre-flight refused the batch: ' || array_to_string(v_gate_errors, '; ')
+         WHERE batch_id = p_batch_id;
+        PERFORM batch.log_event(p_batch_id, 'PREFLIGHT_FAILED',
+                                array_to_string(v_gate_errors, '; '), '{}', 'ERROR');
+        PERFORM audit.append('PREFLIGHT_RESULT', jsonb_build_object(
+            'batch_id', p_batch_id, 'passed', false, 'errors', to_jsonb(v_gate_errors)));
+        RAISE WARNING 'batch % failed pre-flight: %', p_batch_id,
+                      array_to_string(v_gate_errors, '; ');
+        RETURN;
+    END IF;
+
+    -- Strays: dead-letter the noted rows that still have no open period.
+    WITH swept AS (
+        DELETE FROM subledger.stray_transaction AS st
+        RETURNING st.source_type, st.source_id
+    ), stray AS (
+        SELECT s.source_type, s.source_id, s.amount, s.currency, s.txn_date, ap.status AS period_status
+        FROM swept AS w
+        JOIN subledger.source_transaction AS s
+          ON s.source_type = w.source_type AND s.source_id = w.source_id
+        LEFT JOIN gl.accounting_period AS ap ON s.txn_date BETWEEN ap.start_date AND ap.end_date
+        WHERE ap.status IS DISTINCT FROM 'OPEN'
+          AND NOT EXISTS (SELECT FROM batch.source_claim AS sc
+                          WHERE sc.source_type = s.source_type AND sc.source_id = s.source_id)
+    ), dead AS (
+        INSERT INTO batch.dead_letter (source_type, source_id, batch_id, reason_code, detail,
+                                       amount, currency)
+        SELECT x.source_type, x.source_id, p_batch_id,
+               CASE WHEN x.txn_date IS NULL THEN 'DATE_MISSING'
+                    WHEN x.period_status = 'CLOSED' THEN 'PERIOD_CLOSED'
+                    ELSE 'DATE_OUTSIDE_PERIOD' END,
+               CASE WHEN x.txn_date IS NULL THEN 'the transaction has no date'
+                    WHEN x.period_status = 'CLOSED'
+                        THEN format('dated %s, in closed period %s', x.txn_date,
+                                    to_char(x.txn_date, 'YYYY-MM'))
+                    ELSE format('dated %s, where no accounting period is defined', x.txn_date)
+               END,
+               x.amount, x.currency
+        FROM stray AS x
+        RETURNING source_type, currency, amount
+    ), totals AS (
+        INSERT INTO batch.control_total AS ct (batch_id, source_type, currency, source_rows,
+                                              source_amount)
+        SELECT p_batch_id, d.source_type, coalesce(d.currency, ''), count(*),
+               coalesce(sum(d.amount), 0)
+        FROM dead AS d
+        GROUP BY d.source_type, coalesce(d.currency, '')
+        RETURNING ct.source_rows
+    )
+    SELECT coalesce(sum(t.source_rows), 0) INTO v_stray_dead FROM totals AS t;
+
+    -- The period's unposted rows, classified in one statement (one snapshot).
+    WITH candidate AS MATERIALIZED (
+        SELECT s.source_type, s.source_id, s.policy_id, s.txn_type, s.amount, s.currency,
+               s.line_of_business, s.txn_date,
+               c.minor_units,
+               lob.code IS NOT NULL AS known_lob,
+               tt.template_count,
+               coalesce(fx.rate, CASE WHEN s.currency = st.functional_currency
+                                      THEN 1::numeric END) AS fx_rate
+        FROM subledger.source_transaction AS s
+        CROSS JOIN gl.setting AS st
+        LEFT JOIN gl.currency AS c ON c.code = s.currency
+        LEFT JOIN gl.line_of_business AS lob ON lob.code = s.line_of_business
+        LEFT JOIN (SELECT DISTINCT t.source_type, t.txn_type, t.template_count
+                   FROM gl.journal_template_index AS t) AS tt
+               ON tt.source_type = s.source_type AND tt.txn_type = s.txn_type
+        LEFT JOIN gl.fx_rate AS fx ON fx.period = v_period AND fx.currency = s.currency
+        WHERE s.txn_date BETWEEN v_start AND v_end
+          AND NOT EXISTS (SELECT FROM batch.source_claim AS sc
+                          WHERE sc.period = v_period AND sc.source_type = s.source_type
+                            AND sc.source_id = s.source_id)
+    ), reasoned AS (
+        SELECT k.*,
+               CASE WHEN k.policy_id IS NULL THEN 'POLICY_MISSING'
+                    WHEN k.amount IS NULL THEN 'AMOUNT_NULL'
+                    WHEN k.amount = 0 THEN 'AMOUNT_ZERO'
+                    WHEN k.amount < 0 THEN 'AMOUNT_NEGATIVE'
+                    WHEN k.minor_units IS NULL THEN 'CURRENCY_UNKNOWN'
+                    WHEN k.amount <> round(k.amount, k.minor_units) THEN 'AMOUNT_PRECISION'
+                    WHEN NOT k.known_lob THEN 'LINE_OF_BUSINESS_UNKNOWN'
+                    WHEN k.template_count IS NULL THEN 'TXN_TYPE_UNKNOWN'
+                    WHEN k.fx_rate IS NULL THEN 'FX_RATE_MISSING'
+               END AS reason
+        FROM candidate AS k
+    ), negative AS (
+        -- Only rows whose amount is small against the template's margin can
+        -- round into a negative balancing line; compute those exactly.
+        SELECT DISTINCT r.source_type, r.source_id
+        FROM reasoned AS r
+        JOIN gl.journal_template_index AS t
+          ON t.source_type = r.source_type AND t.txn_type = r.txn_type
+        CROSS JOIN LATERAL (
+            SELECT FROM gl.journal_line_amount AS v
+            WHERE v.source_type = r.source_type AND v.source_id = r.source_id
+              AND v.je_seq = t.je_seq AND v.is_balancing
+              AND (v.line_amount < 0 OR v.line_amount_f < 0)
+        ) AS neg
+        WHERE r.reason IS NULL
+          AND (t.margin <= 0
+               OR r.amount * t.margin < t.ratio_lines * power(10::numeric, -r.minor_units)
+               OR r.amount * r.fx_rate * t.margin
+                  < (t.ratio_lines + 1) * power(10::numeric, -v_functional_mu))
+    ), final AS (
+        SELECT r.*,
+               CASE WHEN r.reason IS NULL AND n.source_id IS NOT NULL
+                    THEN 'BALANCING_NEGATIVE' ELSE r.reason END AS final_reason
+        FROM reasoned AS r
+        LEFT JOIN negative AS n ON n.source_type = r.source_type AND n.source_id = r.source_id
+    ), dead AS (
+        INSERT INTO batch.dead_letter (source_type, source_id, batch_id, reason_code, detail,
+                                       amount, currency)
+        SELECT f.source_type, f.source_id, p_batch_id, f.final_reason,
+               CASE f.final_reason
+                   WHEN 'POLICY_MISSING' THEN 'policy_id is missing'
+                   WHEN 'AMOUNT_NULL' THEN 'amount is missing'
+                   WHEN 'AMOUNT_ZERO' THEN 'amount is zero'
+                   WHEN 'AMOUNT_NEGATIVE' THEN format('amount %s is negative', f.amount)
+                   WHEN 'CURRENCY_UNKNOWN'
+                       THEN format('currency %s is not in gl.currency', coalesce(f.currency, 'NULL'))
+                   WHEN 'AMOUNT_PRECISION'
+                       THEN format('amount %s has more decimals than %s allows (%s)',
+                                   f.amount, f.currency, f.minor_units)
+                   WHEN 'LINE_OF_BUSINESS_UNKNOWN'
+                       THEN format('line of business %s is not in gl.line_of_business',
+                                   coalesce(f.line_of_business, 'NULL'))
+                   WHEN 'TXN_TYPE_UNKNOWN'
+                       THEN format('no posting rules for %s transaction type %s',
+                                   f.source_type, coalesce(f.txn_type, 'NULL'))
+                   WHEN 'FX_RATE_MISSING'
+                       THEN format('no FX rate for %s in period %s', f.currency, v_period)
+                   WHEN 'BALANCING_NEGATIVE'
+                       THEN format('amount %s %s gives a negative balancing line under the '
+                                   '%s rules', f.amount, f.currency, f.txn_type)
+               END,
+               f.amount, f.currency
+        FROM final AS f
+        WHERE f.final_reason IS NOT NULL
+        RETURNING 1
+    ), claimed AS (
+        INSERT INTO batch.source_claim (period, source_type, source_id, batch_id, je_offset)
+        SELECT v_period, f.source_type, f.source_id, p_batch_id,
+               sum(f.template_count) OVER (ORDER BY f.source_type, f.source_id)
+               - f.template_count
+        FROM final AS f
+        WHERE f.final_reason IS NULL
+        RETURNING 1
+    ), totals AS (
+        INSERT INTO batch.control_total AS ct (batch_id, source_type, currency, source_rows,
+                                              source_amount)
+        SELECT p_batch_id, k.source_type, coalesce(k.currency, ''), count(*),
+               coalesce(sum(k.amount), 0)
+        FROM candidate AS k
+        GROUP BY k.source_type, coalesce(k.currency, '')
+        ON CONFLICT (batch_id, source_type, currency) DO UPDATE
+           SET source_rows = ct.source_rows + excluded.source_rows,
+               source_amount = ct.source_amount + excluded.source_amount
+    )
+    SELECT (SELECT count(*) FROM claimed),
+           (SELECT count(*) FROM dead),
+           (SELECT coalesce(sum(f.template_count), 0) FROM final AS f
+             WHERE f.final_reason IS NULL),
+           (SELECT string_agg(DISTINCT f.currency, ', ') FROM final AS f
+             WHERE f.final_reason = 'FX_RATE_MISSING')
+      INTO v_claimed, v_dead, v_je_count, v_missing_fx;
+
+    PERFORM batch.record_check(p_batch_id, NULL, 'preflight', 'fx_rates_present',
+                               v_missing_fx IS NULL, 'a rate for every currency in use',
+                               coalesce('missing for ' || v_missing_fx
+                                        || ' (rows dead-lettered FX_RATE_MISSING)',
+                                        'all present'));
+
+    SELECT coalesce(jsonb_object_agg(x.reason_code, x.n), '{}') INTO v_reasons
+      FROM (SELECT d.reason_code, count(*) AS n FROM batch.dead_letter AS d
+            WHERE d.batch_id = p_batch_id GROUP BY d.reason_code) AS x;
+
+    UPDATE batch.run AS r
+       SET status = 'PREFLIGHTED',
+           claimed_rows = v_claimed,
+           dead_letter_rows = v_dead + v_stray_dead,
+           source_rows = (SELECT sum(ct.source_rows) FROM batch.control_total AS ct
+                           WHERE ct.batch_id = p_batch_id),
+           je_count = v_je_count,
+           je_number_base = v_numbers_used
+     WHERE r.batch_id = p_batch_id;
+    PERFORM batch.record_phase_time(p_batch_id, 'preflight', v_started);
+
+    PERFORM batch.log_event(p_batch_id, 'PREFLIGHT_DONE',
+        format('pre-flight: %s rows claimed, %s dead-lettered', v_claimed, v_dead + v_stray_dead),
+        jsonb_build_object('claimed', v_claimed, 'dead_letters', v_reasons));
+    PERFORM audit.append('PREFLIGHT_RESULT', jsonb_build_object(
+        'batch_id', p_batch_id, 'passed', true, 'claimed', v_claimed,
+        'dead_letters', v_reasons));
+END
+$$;
+
+GRANT EXECUTE ON PROCEDURE batch.preflight(bigint) TO monthend_runner;

@@ -1,0 +1,199 @@
+-- Phases 4 and 5 for one range. Takes a range this connection claimed
+-- (batch.claim_range). In one set-based statement it generates the range's
+-- journal-entry headers and lines into the batch's staging tables (amounts
+-- from gl.journal_line_amount, the rounding rule), records per-currency totals
+-- and the range digest (sha256 over the canonical text of exactly the rows
+-- inserted), then validates the range: every entry balances in both
+-- currencies, counts and the source control total match the claimed rows, and
+-- the numbers are exactly the range's block. A failed check raises, so the
+-- range's output and its DONE mark commit together or not at all.
+-- Returns quietly if the range is already DONE (an orphaned attempt finished it).
+CREATE OR REPLACE PROCEDURE batch.process_range(p_range_id bigint)
+LANGUAGE plpgsql
+SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    v_range          batch.range%ROWTYPE;
+    v_run            batch.run%ROWTYPE;
+    v_backend_start  timestamptz;
+    v_headers        bigint;
+    v_lines          bigint;
+    v_unbalanced     bigint;
+    v_sources        bigint;
+    v_source_amount  numeric;
+    v_min_no         bigint;
+    v_max_no         bigint;
+    v_distinct_no    bigint;
+    v_digest         bytea;
+    v_src_rows       bigint;
+    v_src_amount     numeric;
+    v_first_no       bigint;
+    v_failures       text[] := '{}';
+BEGIN
+    SELECT * INTO v_range FROM batch.range AS rg WHERE rg.range_id = p_range_id FOR UPDATE;
+    IF NOT FOUND THEN
+        RAISE EXCEPTION 'range % does not exist', p_range_id USING ERRCODE = 'no_data_found';
+    ELSIF v_range.status = 'DONE' THEN
+        RETURN;
+    END IF;
+    SELECT a.backend_start INTO v_backend_start
+      FROM pg_stat_activity AS a WHERE a.pid = pg_backend_pid();
+    IF v_range.status <> 'RUNNING' OR v_range.worker_pid <> pg_backend_pid()
+       OR v_range.worker_backend_start IS DISTINCT FROM v_backend_start THEN
+        RAISE EXCEPTION 'range % is % and claimed by backend %; claim it with batch.claim_range first',
+                        p_range_id, v_range.status, v_range.worker_pid
+            USING ERRCODE = 'object_not_in_prerequisite_state';
+    END IF;
+    SELECT * INTO STRICT v_run FROM batch.run AS r WHERE r.batch_id = v_range.batch_id;
+    IF v_run.status <> 'ALLOCATED' THEN
+        RAISE EXCEPTION 'batch % is %; ranges are processed while it is ALLOCATED',
+                        v_run.batch_id, v_run.status
+            USING ERRCODE = 'object_not_in_prerequisite_state';
+    END IF;
+
+    EXECUTE format($q$
+        WITH line AS MATERIALIZED (
+            SELECT v.source_id, v.txn_date AS je_date, v.currency, v.amount AS source_amount,
+                   v.fx_rate, v.je_seq, v.line_no, v.account_code, v.side,
+                   v.line_amount, v.line_amount_f, t.je_index, t.description,
+                   v.line_no = t.first_line_no            AS is_first_line,
+                   $1 + c.je_offset + t.je_index           AS je_id,
+                   $2 + c.je_offset + t.je_index + 1       AS je_no
+            FROM batch.source_claim AS c
+            JOIN gl.journal_line_amount AS v
+              ON v.source_type = c.source_type AND v.source_id = c.source_id
+            JOIN gl.journal_template_index AS t
+              ON t.source_type = v.source_type AND t.txn_type = v.txn_type
+             AND t.je_seq = v.je_seq
+            WHERE c.period = $3 AND c.source_type = $4 AND c.batch_id = $7
+              AND c.source_id BETWEEN $5 AND $6
+              AND v.source_type = $4 AND v.source_id BETWEEN $5 AND $6
+        ), header AS (
+            INSERT INTO batch.%1$I (je_id, je_number, je_date, period, batch_id, source_type,
+                                    source_id, je_seq, currency, fx_rate, description,
+                                    source_amount)
+            SELECT l.je_id, $3 || '-' || to_char(l.je_no, 'FM0000000000'), l.je_date, $3, $7,
+                   $4, l.source_id, l.je_seq, l.currency, l.fx_rate, l.description,
+                   l.source_amount
+            FROM line AS l
+            WHERE l.is_first_line
+            RETURNING je_id, source_amount, je_seq, je_number,
+                      audit.canonical_header_text(je_id, je_number, je_date, period, batch_id,
+                          source_type, source_id, je_seq, currency, fx_rate, description,
+                          source_amount) AS canonical
+        ), detail AS (
+            INSERT INTO batch.%2$I (je_id, je_date, line_no, account_code, debit, credit,
+                                    functional_debit, functional_credit, batch_id)
+            SELECT l.je_id, l.je_date, l.line_no, l.account_code,
+                   CASE l.side WHEN 'D' THEN l.line_amount ELSE 0 END,
+                   CASE l.side WHEN 'C' THEN l.line_amount ELSE 0 END,
+                   CASE l.side WHEN 'D' THEN l.line_amount_f ELSE 0 END,
+                   CASE l.side WHEN 'C' THEN l.line_amount_f ELSE 0 END,
+                   $7
+            FROM line AS l
+            RETURNING je_id, line_no, debit, credit, functional_debit, functional_credit,
+                      audit.canonical_line_text(je_id, je_date, line_no, account_code, debit,
+                          credit, functional_debit, functional_credit, batch_id) AS canonical
+        ), totals AS (
+            INSERT INTO batch.range_total (range_id, currency, source_rows, source_amount,
+                                           debit, credit, functional_debit, functional_credit)
+            SELECT $8, l.currency,
+                   count(*) FILTER (WHERE l.is_first_line AND l.je_index = 0),
+                   coalesce(sum(l.source_amount) FILTER (WHERE l.is_first_line
+                                                         AND l.je_index = 0), 0),
+                   sum(CASE l.side WHEN 'D' THEN l.line_amount ELSE 0 END),
+                   sum(CASE l.side WHEN 'C' THEN l.line_amount ELSE 0 END),
+                   sum(CASE l.side WHEN 'D' THEN l.line_amount_f ELSE 0 END),
+                   sum(CASE l.side WHEN 'C' THEN l.line_amount_f ELSE 0 END)
+            FROM line AS l
+            GROUP BY l.currency
+        )
+        SELECT (SELECT count(*) FROM header),
+               (SELECT count(*) FROM detail),
+               (SELECT count(*) FROM (
+                    SELECT d.je_id FROM detail AS d GROUP BY d.je_id
+                    HAVING sum(d.debit) <> sum(d.credit)
+                        OR sum(d.functional_debit) <> sum(d.functional_credit)) AS u),
+               (SELECT count(*) FROM line AS l WHERE l.is_first_line AND l.je_index = 0),
+               (SELECT coalesce(sum(l.source_amount), 0) FROM line AS l
+                 WHERE l.is_first_line AND l.je_index = 0),
+               (SELECT min(l.je_no) FROM line AS l),
+               (SELECT max(l.je_no) FROM line AS l),
+               (SELECT count(DISTINCT h.je_number) FROM header AS h),
+               (SELECT sha256(convert_to(coalesce(string_agg(x.canonical, E'\n'
+                                                  ORDER BY x.je_id, x.line_no), ''), 'UTF8'))
+                  FROM (SELECT h.je_id, 0 AS line_no, h.canonical FROM header AS h
+                        UNION ALL
+                        SELECT d.je_id, d.line_no, d.canonical FROM detail AS d) AS x)
+        $q$,
+        'stage_journal_entry_header_' || v_run.batch_id,
+        'stage_journal_entry_line_' || v_run.batch_id)
+    INTO v_headers, v_lines, v_unbalanced, v_sources, v_source_amount, v_min_no, v_max_no,
+         v_distinct_no, v_digest
+    USING v_run.je_id_base, v_run.je_number_base, v_run.period, v_range.source_type,
+          v_range.lo_source_id, v_range.hi_source_id, v_run.batch_id, p_range_id;
+
+    -- Control total read straight from the source table, independently of the
+    -- generation above.
+    SELECT count(*), coalesce(sum(s.amount), 0) INTO v_src_rows, v_src_amount
+      FROM batch.source_claim AS c
+      JOIN subledger.source_transaction AS s
+        ON s.source_type = c.source_type AND s.source_id = c.source_id
+     WHERE c.period = v_run.period AND c.source_type = v_range.source_type
+       AND c.batch_id = v_run.batch_id
+       AND c.source_id BETWEEN v_range.lo_source_id AND v_range.hi_source_id
+       AND s.source_type = v_range.source_type
+       AND s.source_id BETWEEN v_range.lo_source_id AND v_range.hi_source_id;
+
+    v_first_no := v_run.je_number_base + v_range.je_offset + 1;
+    IF NOT batch.record_check(v_run.batch_id, p_range_id, 'range', 'entries_balance',
+                              v_unbalanced = 0, '0 unbalanced entries',
+                              v_unbalanced || ' unbalanced entries') THEN
+        v_failures := v_failures || format('%s entries do not balance', v_unbalanced);
+    END IF;
+    IF NOT batch.record_check(v_run.batch_id, p_range_id, 'range', 'source_rows_match',
+                              v_sources = v_range.row_count AND v_src_rows = v_range.row_count,
+                              v_range.row_count || ' source rows',
+                              format('%s in entries, %s in source', v_sources, v_src_rows)) THEN
+        v_failures := v_failures || format('%s source rows expected, %s posted, %s in source',
+                                           v_range.row_count, v_sources, v_src_rows);
+    END IF;
+    IF NOT batch.record_check(v_run.batch_id, p_range_id, 'range', 'control_total_matches',
+                              v_source_amount = v_src_amount, v_src_amount::text,
+                              v_source_amount::text) THEN
+        v_failures := v_failures || format('source total %s, entries carry %s',
+                                           v_src_amount, v_source_amount);
+    END IF;
+    IF NOT batch.record_check(v_run.batch_id, p_range_id, 'range', 'numbers_fill_block',
+                              v_headers = v_range.je_count AND v_distinct_no = v_range.je_count
+                              AND v_min_no = v_first_no
+                              AND v_max_no = v_first_no + v_range.je_count - 1,
+                              format('%s..%s', v_first_no, v_first_no + v_range.je_count - 1),
+                              format('%s..%s, %s entries', v_min_no, v_max_no, v_headers)) THEN
+        v_failures := v_failures || format('numbers %s..%s (%s entries) instead of %s..%s',
+                                           v_min_no, v_max_no, v_headers, v_first_no,
+                                           v_first_no + v_range.je_count - 1);
+    END IF;
+    IF cardinality(v_failures) > 0 THEN
+        RAISE EXCEPTION 'range % of batch % failed validation: %', v_range.range_no,
+                        v_run.batch_id, array_to_string(v_failures, '; ')
+            USING ERRCODE = 'data_exception';
+    END IF;
+
+    UPDATE batch.range
+       SET status = 'DONE', finished_at = clock_timestamp(), line_count = v_lines,
+           digest = v_digest, last_error = NULL
+     WHERE range_id = p_range_id;
+    PERFORM batch.log_event(v_run.batch_id, 'RANGE_DONE',
+        format('range %s done: %s entries, %s lines', v_range.range_no, v_headers, v_lines),
+        jsonb_build_object('range_no', v_range.range_no, 'rows', v_range.row_count,
+                           'seconds', round(extract(epoch FROM clock_timestamp()
+                                                    - v_range.started_at)::numeric, 3)));
+    PERFORM audit.append('RANGE_DONE', jsonb_build_object(
+        'batch_id', v_run.batch_id, 'range_no', v_range.range_no,
+        'digest', encode(v_digest, 'hex'), 'entries', v_headers, 'lines', v_lines));
+END
+$$;
+
+GRANT EXECUTE ON PROCEDURE batch.process_range(bigint) TO monthend_runner;

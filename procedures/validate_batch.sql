@@ -1,0 +1,208 @@
+-- Phase 6, pre-commit validation. Takes an ALLOCATED batch whose ranges are all
+-- DONE. Builds the staging tables' indexes (so ATTACH at commit finds them and
+-- builds nothing) and checks, writing one validation_result row each:
+--   ranges_done            every range DONE
+--   reconciliation_count   posted + dead-lettered = source rows, per type and currency
+--   reconciliation_amount  the same in amount
+--   debits_equal_credits   per transaction currency, and in functional currency
+--   numbering_gapless      the ranges' blocks tile 1..N exactly
+--   claims_posted_once     every claim of the batch posted exactly once
+--   staging_row_counts     the staging tables hold what the ranges recorded
+-- All pass: the batch is VALIDATED. Any fails: it is FAILED, nothing is published.
+CREATE OR REPLACE PROCEDURE batch.validate_batch(p_batch_id bigint)
+LANGUAGE plpgsql
+SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    v_started     timestamptz := clock_timestamp();
+    v_run         batch.run%ROWTYPE;
+    v_not_done    bigint;
+    v_mismatch    text;
+    v_amount_diff text;
+    v_unbalanced  text;
+    v_tiling      text;
+    v_posted      bigint;
+    v_headers     bigint;
+    v_lines       bigint;
+    v_exp_lines   bigint;
+    v_failures    text[] := '{}';
+    v_header_tbl  text := 'stage_journal_entry_header_' || p_batch_id;
+    v_line_tbl    text := 'stage_journal_entry_line_' || p_batch_id;
+BEGIN
+    SELECT * INTO v_run FROM batch.run AS r WHERE r.batch_id = p_batch_id FOR UPDATE;
+    IF NOT FOUND THEN
+        RAISE EXCEPTION 'batch % does not exist', p_batch_id USING ERRCODE = 'no_data_found';
+    ELSIF v_run.status <> 'ALLOCATED' THEN
+        RAISE EXCEPTION 'batch % is %; pre-commit validation runs on an ALLOCATED batch',
+                        p_batch_id, v_run.status
+            USING ERRCODE = 'object_not_in_prerequisite_state';
+    END IF;
+
+    SELECT count(*) INTO v_not_done
+      FROM batch.range AS rg WHERE rg.batch_id = p_batch_id AND rg.status <> 'DONE';
+    IF NOT batch.record_check(p_batch_id, NULL, 'pre-commit', 'ranges_done', v_not_done = 0,
+                              '0 ranges not done', v_not_done || ' ranges not done') THEN
+        RAISE EXCEPTION 'batch % has % ranges not DONE', p_batch_id, v_not_done
+            USING ERRCODE = 'object_not_in_prerequisite_state',
+                  HINT = format('Process them with "monthend resume %s".', p_batch_id);
+    END IF;
+
+    -- Posted (per range totals, taken from the generated entries) plus
+    -- dead-lettered must equal the control totals taken at pre-flight.
+    WITH posted AS (
+        SELECT rg.source_type, rt.currency::text AS currency,
+               sum(rt.source_rows) AS n, sum(rt.source_amount) AS amount
+        FROM batch.range AS rg JOIN batch.range_total AS rt ON rt.range_id = rg.range_id
+        WHERE rg.batch_id = p_batch_id
+        GROUP BY rg.source_type, rt.currency
+    ), dead AS (
+        SELECT d.source_type, coalesce(d.currency, '') AS currency,
+               count(*) AS n, coalesce(sum(d.amount), 0) AS amount
+        FROM batch.dead_letter AS d WHERE d.batch_id = p_batch_id
+        GROUP BY d.source_type, coalesce(d.currency, '')
+    ), outcome AS (
+        SELECT coalesce(p.source_type, d.source_type) AS source_type,
+               coalesce(p.currency, d.currency) AS currency,
+               coalesce(p.n, 0) + coalesce(d.n, 0) AS n,
+               coalesce(p.amount, 0) + coalesce(d.amount, 0) AS amount
+        FROM posted AS p FULL JOIN dead AS d
+          ON d.source_type = p.source_type AND d.currency = p.currency
+    ), compared AS (
+        SELECT coalesce(c.source_type, o.source_type) AS source_type,
+               coalesce(c.currency, o.currency) AS currency,
+               coalesce(c.source_rows, 0) AS expected_n, coalesce(o.n, 0) AS actual_n,
+               coalesce(c.source_amount, 0) AS expected_amount,
+               coalesce(o.amount, 0) AS actual_amount
+        FROM (SELECT * FROM batch.control_total AS ct WHERE ct.batch_id = p_batch_id) AS c
+        FULL JOIN outcome AS o ON o.source_type = c.source_type AND o.currency = c.currency
+    )
+    SELECT string_agg(format('%s %s: %s source rows, %s posted+dead-lettered', x.source_type,
+                             nullif(x.currency, ''), x.expected_n, x.actual_n), '; ')
+               FILTER (WHERE x.expected_n <> x.actual_n),
+           string_agg(format('%s %s: source %s, posted+dead-lettered %s', x.source_type,
+                             nullif(x.currency, ''), x.expected_amount, x.actual_amount), '; ')
+               FILTER (WHERE x.expected_amount <> x.actual_amount)
+      INTO v_mismatch, v_amount_diff
+      FROM compared AS x;
+    IF NOT batch.record_check(p_batch_id, NULL, 'pre-commit', 'reconciliation_count',
+                              v_mismatch IS NULL, 'posted + dead-lettered = source rows',
+                              coalesce(v_mismatch, 'equal for every source type and currency')) THEN
+        v_failures := v_failures || ('count: ' || v_mismatch);
+    END IF;
+    IF NOT batch.record_check(p_batch_id, NULL, 'pre-commit', 'reconciliation_amount',
+                              v_amount_diff IS NULL, 'posted + dead-lettered = source amount',
+                              coalesce(v_amount_diff, 'equal for every source type and currency')) THEN
+        v_failures := v_failures || ('amount: ' || v_amount_diff);
+    END IF;
+
+    SELECT string_agg(x.problem, '; ') INTO v_unbalanced
+      FROM (
+        SELECT format('%s debits %s, credits %s', rt.currency, sum(rt.debit), sum(rt.credit))
+                   AS problem
+        FROM batch.range AS rg JOIN batch.range_total AS rt ON rt.range_id = rg.range_id
+        WHERE rg.batch_id = p_batch_id
+        GROUP BY rt.currency HAVING sum(rt.debit) <> sum(rt.credit)
+        UNION ALL
+        SELECT format('functional debits %s, credits %s', sum(rt.functional_debit),
+                      sum(rt.functional_credit))
+        FROM batch.range AS rg JOIN batch.range_total AS rt ON rt.range_id = rg.range_id
+        WHERE rg.batch_id = p_batch_id
+        HAVING sum(rt.functional_debit) <> sum(rt.functional_credit)
+      ) AS x;
+    IF NOT batch.record_check(p_batch_id, NULL, 'pre-commit', 'debits_equal_credits',
+                              v_unbalanced IS NULL, 'debits = credits per currency',
+                              coalesce(v_unbalanced, 'balanced')) THEN
+        v_failures := v_failures || ('balance: ' || v_unbalanced);
+    END IF;
+
+    -- Each range proved its numbers are exactly its block; blocks must tile
+    -- 0..je_count-1 with no gap and no overlap.
+    SELECT string_agg(format('range %s starts at offset %s, expected %s', t.range_no,
+                             t.je_offset, t.expected), '; ')
+      INTO v_tiling
+      FROM (SELECT rg.range_no, rg.je_offset,
+                   coalesce(sum(rg.je_count) OVER (ORDER BY rg.range_no
+                            ROWS BETWEEN UNBOUNDED PRECEDING AND 1 PRECEDING), 0) AS expected
+            FROM batch.range AS rg WHERE rg.batch_id = p_batch_id) AS t
+     WHERE t.je_offset <> t.expected;
+    IF v_tiling IS NULL AND (SELECT coalesce(sum(rg.je_count), 0) FROM batch.range AS rg
+                             WHERE rg.batch_id = p_batch_id) <> v_run.je_count THEN
+        v_tiling := 'ranges hold a different number of entries than allocated';
+    END IF;
+    IF NOT batch.record_check(p_batch_id, NULL, 'pre-commit', 'numbering_gapless',
+                              v_tiling IS NULL,
+                              format('%s..%s', v_run.je_number_base + 1,
+                                     v_run.je_number_base + v_run.je_count),
+                              coalesce(v_tiling, 'gapless')) THEN
+        v_failures := v_failures || ('numbering: ' || v_tiling);
+    END IF;
+
+    SELECT coalesce(sum(rt.source_rows), 0) INTO v_posted
+      FROM batch.range AS rg JOIN batch.range_total AS rt ON rt.range_id = rg.range_id
+     WHERE rg.batch_id = p_batch_id;
+    IF NOT batch.record_check(p_batch_id, NULL, 'pre-commit', 'claims_posted_once',
+                              v_posted = v_run.claimed_rows,
+                              v_run.claimed_rows || ' claimed rows', v_posted || ' posted') THEN
+        v_failures := v_failures || format('%s rows claimed, %s posted', v_run.claimed_rows,
+                                           v_posted);
+    END IF;
+
+    IF v_run.je_count > 0 THEN
+        EXECUTE format('SELECT count(*) FROM batch.%I', v_header_tbl) INTO v_headers;
+        EXECUTE format('SELECT count(*) FROM batch.%I', v_line_tbl) INTO v_lines;
+    ELSE
+        v_headers := 0;
+        v_lines := 0;
+    END IF;
+    SELECT coalesce(sum(rg.line_count), 0) INTO v_exp_lines
+      FROM batch.range AS rg WHERE rg.batch_id = p_batch_id;
+    IF NOT batch.record_check(p_batch_id, NULL, 'pre-commit', 'staging_row_counts',
+                              v_headers = v_run.je_count AND v_lines = v_exp_lines,
+                              format('%s headers, %s lines', v_run.je_count, v_exp_lines),
+                              format('%s headers, %s lines', v_headers, v_lines)) THEN
+        v_failures := v_failures || format('staging holds %s headers and %s lines', v_headers,
+                                           v_lines);
+    END IF;
+
+    IF cardinality(v_failures) > 0 THEN
+        PERFORM batch.record_phase_time(p_batch_id, 'validation', v_started);
+        UPDATE batch.run
+           SET status = 'FAILED', failed_status = 'ALLOCATED', finished_at = clock_timestamp(),
+               error = 'pre-commit validation failed: ' || array_to_string(v_failures, '; ')
+         WHERE batch_id = p_batch_id;
+        PERFORM batch.log_event(p_batch_id, 'VALIDATION_FAILED',
+                                array_to_string(v_failures, '; '), '{}', 'ERROR');
+        PERFORM audit.append('VALIDATION_FAILURE', jsonb_build_object(
+            'batch_id', p_batch_id, 'failures', to_jsonb(v_failures)));
+        RAISE WARNING 'batch % failed pre-commit validation: %', p_batch_id,
+                      array_to_string(v_failures, '; ');
+        RETURN;
+    END IF;
+
+    -- The indexes ATTACH will adopt, built once over the finished tables.
+    IF v_run.je_count > 0 THEN
+        -- A constraint, not a bare unique index: ATTACH adopts an index for the
+        -- parent's primary key only if it backs a constraint.
+        IF to_regclass(format('batch.%I', v_header_tbl || '_pkey')) IS NULL THEN
+            EXECUTE format('ALTER TABLE batch.%I ADD CONSTRAINT %I PRIMARY KEY (je_id, je_date, batch_id)',
+                           v_header_tbl, v_header_tbl || '_pkey');
+        END IF;
+        EXECUTE format('CREATE INDEX IF NOT EXISTS %I ON batch.%I USING brin (je_id) '
+                       'WITH (pages_per_range = 16)', v_line_tbl || '_je_id_brin', v_line_tbl);
+    END IF;
+
+    UPDATE batch.run AS r
+       SET status = 'VALIDATED',
+           line_count = v_lines,
+           phase_seconds = r.phase_seconds || jsonb_build_object('processing',
+               (SELECT round(coalesce(extract(epoch FROM max(rg.finished_at) - min(rg.started_at)),
+                                      0)::numeric, 3)
+                  FROM batch.range AS rg WHERE rg.batch_id = p_batch_id))
+     WHERE r.batch_id = p_batch_id;
+    PERFORM batch.record_phase_time(p_batch_id, 'validation', v_started);
+    PERFORM batch.log_event(p_batch_id, 'VALIDATED', 'pre-commit validation passed');
+END
+$$;
+
+GRANT EXECUTE ON PROCEDURE batch.validate_batch(bigint) TO monthend_runner;

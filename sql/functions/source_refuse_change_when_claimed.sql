@@ -1,0 +1,45 @@
+-- A source row claimed by a batch (being posted, or posted) is frozen: its
+-- period can never change, which is what lets batch.source_claim's primary
+-- key guarantee that a row is posted at most once. Upstream fixes unposted
+-- rows freely. The shared advisory lock on the row's period waits for a
+-- running pre-flight of that period, so a row cannot change between being
+-- classified and being claimed.
+-- TG_ARGV: source type, id column, date column.
+CREATE OR REPLACE FUNCTION subledger.source_refuse_change_when_claimed()
+RETURNS trigger
+LANGUAGE plpgsql
+SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    v_old      jsonb := to_jsonb(OLD);
+    v_id       bigint := (v_old ->> TG_ARGV[1])::bigint;
+    v_date     date := (v_old ->> TG_ARGV[2])::date;
+    v_period   text := to_char(v_date, 'YYYY-MM');
+    v_batch_id bigint;
+BEGIN
+    IF v_date IS NULL THEN
+        RETURN coalesce(NEW, OLD);
+    END IF;
+    PERFORM pg_advisory_xact_lock_shared(hashtext('monthend.period'), hashtext(v_period));
+    SELECT sc.batch_id INTO v_batch_id
+      FROM batch.source_claim AS sc
+     WHERE sc.period = v_period AND sc.source_type = TG_ARGV[0] AND sc.source_id = v_id;
+    IF FOUND THEN
+        RAISE EXCEPTION '% transaction % is claimed by batch % and cannot be changed or deleted',
+                        lower(TG_ARGV[0]), v_id, v_batch_id
+            USING ERRCODE = 'object_in_use',
+                  HINT = 'Posted rows are corrected by a new reversing transaction, not by editing the source.';
+    END IF;
+    RETURN coalesce(NEW, OLD);
+END
+$$;
+
+CREATE OR REPLACE TRIGGER premium_transaction_refuse_change_when_claimed
+    BEFORE UPDATE OR DELETE ON subledger.premium_transaction
+    FOR EACH ROW EXECUTE FUNCTION
+        subledger.source_refuse_change_when_claimed('PREMIUM', 'txn_id', 'payment_date');
+CREATE OR REPLACE TRIGGER claims_transaction_refuse_change_when_claimed
+    BEFORE UPDATE OR DELETE ON subledger.claims_transaction
+    FOR EACH ROW EXECUTE FUNCTION
+        subledger.source_refuse_change_when_claimed('CLAIM', 'claim_id', 'claim_date');
