@@ -24,6 +24,7 @@ import jinja2
 import pglast
 from pglast import parser as pg_parser
 from psycopg import Connection
+from psycopg.rows import tuple_row
 
 from monthend.errors import MigrationError
 
@@ -34,6 +35,8 @@ VERSIONED_DIR = "sql/migrations"
 REPEATABLE_DIRS = ("sql/functions", "partitions", "procedures", "audit", "sql/views")
 VERSIONED_NAME = re.compile(r"^V(\d{3,})__[a-z0-9_]+\.sql$")
 OWNER_ROLE = "monthend_owner"
+# undefined_table, undefined_function, undefined_object, undefined_column
+MISSING_DEPENDENCY_SQLSTATES = {"42P01", "42883", "42704", "42703"}
 
 BOOTSTRAP_SQL = """
 CREATE SCHEMA IF NOT EXISTS batch;
@@ -160,6 +163,12 @@ def load_files(root: Path | None = None) -> tuple[list[MigrationFile], list[Migr
     return versioned, repeatable
 
 
+def _rows(conn: Connection, sql: str, params: tuple | None = None) -> list[tuple]:
+    with conn.cursor(row_factory=tuple_row) as cur:
+        cur.execute(sql, params)
+        return cur.fetchall() if cur.description else []
+
+
 def _bootstrap(conn: Connection) -> None:
     with conn.transaction():
         for stmt in pg_parser.split(BOOTSTRAP_SQL):
@@ -167,10 +176,10 @@ def _bootstrap(conn: Connection) -> None:
 
 
 def applied_checksums(conn: Connection) -> dict[tuple[str, str], str]:
-    exists = conn.execute("SELECT to_regclass('batch.schema_migration')").fetchone()[0]
+    exists = _rows(conn, "SELECT to_regclass('batch.schema_migration')")[0][0]
     if exists is None:
         return {}
-    rows = conn.execute("SELECT kind, name, checksum FROM batch.schema_migration").fetchall()
+    rows = _rows(conn, "SELECT kind, name, checksum FROM batch.schema_migration")
     return {(kind, name): checksum for kind, name, checksum in rows}
 
 
@@ -206,11 +215,12 @@ def plan(conn: Connection, root: Path | None = None) -> Plan:
 def _apply_one(conn: Connection, mfile: MigrationFile) -> None:
     started = time.monotonic()
     with conn.transaction():
-        owner = conn.execute(
+        owner = _rows(
+            conn,
             "SELECT pg_has_role(current_user, oid, 'MEMBER') FROM pg_roles WHERE rolname = %s",
             (OWNER_ROLE,),
-        ).fetchone()
-        if owner and owner[0]:
+        )
+        if owner and owner[0][0]:
             conn.execute(f"SET LOCAL ROLE {OWNER_ROLE}")
         for stmt in mfile.statements:
             try:
@@ -233,8 +243,16 @@ def _apply_one(conn: Connection, mfile: MigrationFile) -> None:
              "ms": elapsed_ms},
         )
         conn.execute("RESET ROLE")
-        record = conn.execute("SELECT to_regprocedure('audit.append(text,jsonb)')").fetchone()[0]
-        if record is not None:
+
+
+def _record_in_audit_chain(conn: Connection, applied: list[MigrationFile]) -> None:
+    """Append one MIGRATION_APPLIED event a file, once the audit chain exists."""
+    ready = _rows(conn, "SELECT to_regprocedure('audit.append(text,jsonb)') IS NOT NULL "
+                        "AND EXISTS (SELECT FROM pg_trigger WHERE tgname = 'log_link')")
+    if not applied or not ready[0][0]:
+        return
+    with conn.transaction():
+        for mfile in applied:
             conn.execute(
                 "SELECT audit.append('MIGRATION_APPLIED', jsonb_build_object("
                 "'kind', %s::text, 'name', %s::text, 'checksum', %s::text))",
@@ -247,13 +265,41 @@ def apply(conn: Connection, root: Path | None = None,
     """Apply what is pending; a second call applies nothing. ``conn`` must be autocommit."""
     _bootstrap(conn)
     the_plan = plan(conn, root)
-    done = []
-    for mfile in the_plan.pending:
+    done: list[MigrationFile] = []
+    try:
+        _apply_all(conn, the_plan, done, progress)
+    finally:
+        _record_in_audit_chain(conn, done)
+    return done
+
+
+def _apply_all(conn: Connection, the_plan: Plan, done: list[MigrationFile],
+               progress: callable | None) -> None:
+    for mfile in the_plan.versioned:
         if progress:
             progress(mfile)
         _apply_one(conn, mfile)
         done.append(mfile)
-    return done
+    # Repeatable objects may depend on each other (a view on a view). Folder
+    # order covers most of it; an object whose dependency is not there yet is
+    # retried after the others, until a pass makes no progress.
+    queue = list(the_plan.repeatable)
+    while queue:
+        postponed: list[tuple[MigrationFile, MigrationError]] = []
+        for mfile in queue:
+            if progress:
+                progress(mfile)
+            try:
+                _apply_one(conn, mfile)
+            except MigrationError as exc:
+                if getattr(exc.__cause__, "sqlstate", None) not in MISSING_DEPENDENCY_SQLSTATES:
+                    raise
+                postponed.append((mfile, exc))
+                continue
+            done.append(mfile)
+        if len(postponed) == len(queue):
+            raise postponed[0][1]
+        queue = [mfile for mfile, _exc in postponed]
 
 
 def describe(files: Iterable[MigrationFile]) -> list[dict[str, str]]:

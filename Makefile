@@ -1,0 +1,47 @@
+# monthend — `make help` lists the targets.
+SHELL := /bin/bash
+VENV ?= .venv
+PY := $(VENV)/bin/python
+MONTHEND := $(VENV)/bin/monthend
+PERIOD ?= 2025-01
+TXNS ?= 100000
+
+.DEFAULT_GOAL := help
+
+help: ## List the targets
+	@grep -E '^[a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) | awk -F ':.*## ' '{printf "  %-12s %s\n", $$1, $$2}'
+
+$(VENV)/.installed: pyproject.toml
+	python3 -m venv $(VENV)
+	$(VENV)/bin/pip install --quiet --upgrade pip
+	$(VENV)/bin/pip install --quiet -e '.[dev]'
+	touch $@
+
+install: $(VENV)/.installed ## Create the virtual environment and install monthend
+
+migrate: install ## Apply pending migrations (DATABASE_URL / PG* / embedded cluster)
+	$(MONTHEND) migrate
+
+demo: install ## Embedded database, migrated, one month of sample data, a full run
+	$(MONTHEND) migrate
+	$(MONTHEND) generate --period $(PERIOD) --txns $(TXNS) --bad-rows 0.01
+	$(MONTHEND) run --period $(PERIOD) --workers 2
+	$(MONTHEND) verify
+	@echo "Stop the embedded cluster with: $(MONTHEND) db stop"
+
+lint: install ## ruff over the Python code
+	$(VENV)/bin/ruff check driver tests tools
+
+test: install lint ## ruff, then the test suite (real PostgreSQL, plpgsql_check included)
+	$(VENV)/bin/pytest -q
+
+test-faults: install ## The full fault-injection schedule (slow)
+	$(VENV)/bin/pytest -q -m slow
+
+db-stop: install ## Stop the embedded cluster
+	$(MONTHEND) db stop
+
+clean: ## Remove the virtual environment (the embedded cluster stays in .monthend/)
+	rm -rf $(VENV)
+
+.PHONY: help install migrate demo lint test test-faults db-stop clean

@@ -1,0 +1,395 @@
+"""The ``monthend`` command line. Exit codes: 0 success, 1 the run or a check
+failed, 2 bad usage or configuration; the message on stderr says what to do.
+Commands a scheduler calls take ``--json`` and print one JSON document on stdout."""
+
+from __future__ import annotations
+
+import functools
+import json
+import sys
+import time
+from collections.abc import Callable
+from decimal import Decimal
+from typing import Any
+
+import click
+
+from monthend import db, migrate, runner
+from monthend.display import RunDisplay
+from monthend.embedded import EmbeddedCluster
+from monthend.errors import ConfigurationError, MonthendError, RunFailed
+
+
+def _json_default(value: Any) -> Any:
+    if isinstance(value, Decimal):
+        return int(value) if value == value.to_integral_value() else float(value)
+    return str(value)
+
+
+def emit_json(document: Any) -> None:
+    click.echo(json.dumps(document, default=_json_default, indent=2))
+
+
+def handle_errors(func: Callable[..., Any]) -> Callable[..., Any]:
+    """Map the project's exceptions to exit codes and a message on stderr."""
+
+    @functools.wraps(func)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        try:
+            return func(*args, **kwargs)
+        except MonthendError as exc:
+            as_json = kwargs.get("as_json")
+            if as_json:
+                emit_json({"status": "ERROR", "error": str(exc), "exit_code": exc.exit_code})
+            click.echo(f"monthend: {exc}", err=True)
+            sys.exit(exc.exit_code)
+
+    return wrapper
+
+
+def period_option(func: Callable[..., Any]) -> Callable[..., Any]:
+    def check(_ctx: click.Context, _param: click.Parameter, value: str | None) -> str | None:
+        import re
+
+        if value is not None and not re.fullmatch(r"\d{4}-(0[1-9]|1[0-2])", value):
+            raise click.BadParameter(f"{value!r} is not a period of the form YYYY-MM, "
+                                     "e.g. 2025-01")
+        return value
+
+    return click.option("--period", required=True, callback=check,
+                        help="Accounting period, YYYY-MM.")(func)
+
+
+json_option = click.option("--json", "as_json", is_flag=True,
+                           help="Print one JSON document on stdout.")
+
+
+@click.group()
+@click.option("--dsn", envvar="MONTHEND_DSN", default=None,
+              help="libpq connection string or URI. Default: DATABASE_URL, then PG* "
+                   "variables, then the embedded local cluster.")
+@click.pass_context
+def main(ctx: click.Context, dsn: str | None) -> None:
+    """monthend: the month-end general-ledger posting run, inside PostgreSQL."""
+    ctx.obj = db.resolve_target(dsn)
+
+
+def target_of(ctx: click.Context, announce: bool = True) -> db.Target:
+    target: db.Target = ctx.obj
+    db.ensure_started(target, announce=announce)
+    return target
+
+
+@main.command("migrate")
+@click.option("--dry-run", is_flag=True, help="Print what would be applied; apply nothing.")
+@click.option("--show-sql", is_flag=True, help="With --dry-run, print the SQL as well.")
+@click.option("--status", "status_only", is_flag=True,
+              help="List pending migrations; exit 1 when something is pending.")
+@json_option
+@click.pass_context
+@handle_errors
+def migrate_cmd(ctx: click.Context, dry_run: bool, show_sql: bool, status_only: bool,
+                as_json: bool) -> None:
+    """Apply pending migrations (versioned once, repeatable objects when changed)."""
+    target = target_of(ctx)
+    with db.connect(target) as conn:
+        if dry_run or status_only:
+            the_plan = migrate.plan(conn)
+            pending = the_plan.pending
+            if as_json:
+                emit_json({"pending": migrate.describe(pending)})
+            else:
+                for mfile in pending:
+                    click.echo(f"pending  {mfile.kind:<10} {mfile.name}")
+                    if show_sql:
+                        click.echo(mfile.text)
+                if not pending:
+                    click.echo("up to date: nothing pending")
+            if status_only and pending:
+                sys.exit(1)
+            return
+        done = migrate.apply(
+            conn, progress=None if as_json else
+            lambda f: click.echo(f"applying {f.kind:<10} {f.name}", err=True))
+    if as_json:
+        emit_json({"applied": migrate.describe(done)})
+    else:
+        click.echo(f"applied {len(done)} migration file(s); {target.describe()}"
+                   if done else "up to date: nothing to apply")
+
+
+@main.command()
+@period_option
+@click.option("--txns", type=click.IntRange(min=0), required=True,
+              help="Number of source transactions.")
+@click.option("--bad-rows", type=click.FloatRange(0, 1), default=0.0, show_default=True,
+              help="Fraction of rows spoiled with every kind of defect pre-flight catches.")
+@click.option("--seed", type=int, default=1, show_default=True,
+              help="Same seed, same rows.")
+@json_option
+@click.pass_context
+@handle_errors
+def generate(ctx: click.Context, period: str, txns: int, bad_rows: float, seed: int,
+             as_json: bool) -> None:
+    """Load synthetic premium and claim transactions for a period."""
+    target = target_of(ctx)
+    started = time.monotonic()
+    with db.connect(target) as conn:
+        row = db.call_one(conn, "generate_transactions", period=period, txns=txns,
+                          bad_fraction=Decimal(str(bad_rows)), seed=seed)
+    result = {"period": period, "premium_rows": row["p_premium_rows"],
+              "claim_rows": row["p_claim_rows"], "bad_rows": row["p_bad_rows"],
+              "seconds": round(time.monotonic() - started, 3)}
+    if as_json:
+        emit_json(result)
+    else:
+        click.echo(f"generated {txns} transactions for {period} "
+                   f"({result['premium_rows']} premium, {result['claim_rows']} claims, "
+                   f"{result['bad_rows']} bad) in {result['seconds']} s")
+
+
+def _run_options(workers: int, range_size: int, max_attempts: int) -> runner.RunOptions:
+    return runner.RunOptions(workers=workers, range_size=range_size, max_attempts=max_attempts)
+
+
+def _finish(target: db.Target, batch_id: int, as_json: bool, display: RunDisplay) -> None:
+    display.close()
+    result = runner.summary(target, batch_id)
+    if as_json:
+        emit_json(result)
+    else:
+        click.echo(_summary_text(result))
+
+
+def _summary_text(result: dict[str, Any]) -> str:
+    if result["posted_rows"] == 0:
+        head = (f"batch {result['batch_id']} {result['status']}: period {result['period']} "
+                f"had nothing to post")
+    else:
+        head = (f"batch {result['batch_id']} {result['status']}: {result['posted_rows']} "
+                f"rows posted as {result['journal_entries']} entries / "
+                f"{result['journal_lines']} lines")
+    lines = [head,
+             f"  dead letters: {result['dead_letter_rows']} "
+             f"{json.dumps(result['dead_letters_by_reason'])}",
+             f"  elapsed: {result['elapsed_seconds']:.1f} s "
+             f"({result['source_rows_per_second'] or 0:,.0f} source rows/s)",
+             "  phases: " + ", ".join(f"{k} {v:.2f}s" for k, v in result["phase_seconds"].items()),
+             f"  digest: {result['digest']}"]
+    return "\n".join(lines)
+
+
+def _drive(ctx: click.Context, batch_id: int, options: runner.RunOptions, as_json: bool) -> None:
+    target = ctx.obj
+    display = RunDisplay(quiet=as_json)
+    try:
+        runner.drive(target, batch_id, options, display.hooks())
+    except MonthendError:
+        display.close()
+        if as_json:
+            emit_json(runner.summary(target, batch_id))
+        raise
+    _finish(target, batch_id, as_json, display)
+
+
+@main.command()
+@period_option
+@click.option("--workers", type=click.IntRange(1, 256), default=2, show_default=True)
+@click.option("--range-size", type=click.IntRange(min=1), default=runner.DEFAULT_RANGE_SIZE,
+              show_default=True, help="Source rows a range.")
+@click.option("--max-attempts", type=click.IntRange(1, 100),
+              default=runner.DEFAULT_MAX_ATTEMPTS, show_default=True,
+              help="Attempts a range gets before the batch fails.")
+@json_option
+@click.pass_context
+@handle_errors
+def run(ctx: click.Context, period: str, workers: int, range_size: int, max_attempts: int,
+        as_json: bool) -> None:
+    """Run the month-end batch of a period, pre-flight to commit."""
+    target = target_of(ctx)
+    options = _run_options(workers, range_size, max_attempts)
+    batch_id = runner.start(target, period, options)
+    if not as_json:
+        click.echo(f"batch {batch_id} started for {period}", err=True)
+    _drive(ctx, batch_id, options, as_json)
+
+
+@main.command()
+@click.argument("batch_id", type=int)
+@click.option("--workers", type=click.IntRange(1, 256), default=2, show_default=True)
+@json_option
+@click.pass_context
+@handle_errors
+def resume(ctx: click.Context, batch_id: int, workers: int, as_json: bool) -> None:
+    """Finish an interrupted or failed batch: only what is missing is run."""
+    target_of(ctx)
+    _drive(ctx, batch_id, runner.RunOptions(workers=workers), as_json)
+
+
+@main.command()
+@click.argument("batch_id", type=int)
+@click.option("--workers", type=click.IntRange(1, 256), default=1, show_default=True)
+@json_option
+@click.pass_context
+@handle_errors
+def work(ctx: click.Context, batch_id: int, workers: int, as_json: bool) -> None:
+    """Join a running batch from another host: claim and process its ranges."""
+    target = target_of(ctx)
+    display = RunDisplay(quiet=as_json)
+    reports = runner.process_ranges(target, batch_id, workers,
+                                    runner.RunOptions().worker_prefix, display.hooks())
+    display.close()
+    result = {"batch_id": batch_id,
+              "ranges_processed": sum(r.ranges for r in reports),
+              "range_failures": sum(r.failures for r in reports),
+              "errors": [r.error for r in reports if r.error]}
+    if as_json:
+        emit_json(result)
+    else:
+        click.echo(f"processed {result['ranges_processed']} ranges of batch {batch_id}")
+    if result["errors"]:
+        raise RunFailed("; ".join(result["errors"]))
+
+
+@main.command()
+@click.argument("batch_id", type=int)
+@json_option
+@click.pass_context
+@handle_errors
+def cancel(ctx: click.Context, batch_id: int, as_json: bool) -> None:
+    """Abandon an unfinished batch, leaving nothing behind."""
+    target = target_of(ctx)
+    with db.connect(target) as conn:
+        db.call(conn, "cancel_batch", batch_id=batch_id)
+    if as_json:
+        emit_json({"batch_id": batch_id, "status": "CANCELLED"})
+    else:
+        click.echo(f"batch {batch_id} cancelled; its rows are unposted again")
+
+
+@main.command()
+@click.argument("batch_id", type=int, required=False)
+@json_option
+@click.pass_context
+@handle_errors
+def status(ctx: click.Context, batch_id: int | None, as_json: bool) -> None:
+    """State of a batch (default: the latest)."""
+    target = target_of(ctx)
+    with db.connect(target) as conn:
+        if batch_id is None:
+            latest = db.call_one(conn, "latest_batch", period=None)
+            if latest is None:
+                raise ConfigurationError("no batch has been run yet; start one with "
+                                         "`monthend run --period YYYY-MM`.")
+            batch_id = latest["batch_id"]
+        checks = db.call(conn, "validation_results", batch_id=batch_id)
+    result = runner.summary(target, batch_id)
+    result["checks"] = checks
+    if as_json:
+        emit_json(result)
+    else:
+        click.echo(_summary_text(result))
+        for check in checks:
+            click.echo(f"  {check['status']:<4} {check['phase']:<10} {check['check_name']:<24} "
+                       f"{check['actual'] or ''}")
+    if result["status"] == "FAILED":
+        sys.exit(1)
+
+
+@main.group()
+def dlq() -> None:
+    """The dead-letter queue: source rows that could not be posted."""
+
+
+@dlq.command("list")
+@click.option("--batch", "batch_id", type=int, default=None, help="Only this batch's.")
+@click.option("--limit", type=click.IntRange(min=1), default=100, show_default=True)
+@json_option
+@click.pass_context
+@handle_errors
+def dlq_list(ctx: click.Context, batch_id: int | None, limit: int, as_json: bool) -> None:
+    """Open dead letters with their reason; fix the cause and the next run takes them."""
+    target = target_of(ctx)
+    with db.connect(target) as conn:
+        summary_rows = db.call(conn, "dead_letter_summary", batch_id=batch_id)
+        rows = db.call(conn, "dead_letter_list", batch_id=batch_id, limit=limit)
+    if as_json:
+        emit_json({"by_reason": summary_rows, "rows": rows})
+        return
+    for row in summary_rows:
+        click.echo(f"{row['reason_code']:<26} {row['rows']:>8}")
+    for row in rows:
+        click.echo(f"{row['source_type']:<8} {row['source_id']:>12} batch {row['batch_id']:<6} "
+                   f"{row['reason_code']:<26} {row['detail']}")
+
+
+@main.command()
+@click.option("--batch", "batch_id", type=int, default=None,
+              help="Verify this batch's seal (default: every committed batch).")
+@json_option
+@click.pass_context
+@handle_errors
+def verify(ctx: click.Context, batch_id: int | None, as_json: bool) -> None:
+    """Run the audit verification functions; exit 1 on any problem."""
+    target = target_of(ctx)
+    with db.connect(target, autocommit=False) as conn:
+        conn.read_only = True
+        conn.isolation_level = 3  # REPEATABLE READ: one snapshot for every check
+        chain = db.call(conn, "verify_chain")
+        batches = ([batch_id] if batch_id is not None else
+                   [r["batch_id"] for r in db.call(conn, "committed_batches")])
+        batch_problems = {b: db.call(conn, "verify_batch", batch_id=b) for b in batches}
+        head = db.call_one(conn, "audit_head")
+        conn.rollback()
+    ok = not chain and not any(batch_problems.values())
+    result = {"ok": ok, "chain_problems": chain,
+              "batch_problems": {str(k): v for k, v in batch_problems.items()},
+              "batches_verified": batches, "head": head}
+    if as_json:
+        emit_json(result)
+    else:
+        for problem in chain:
+            click.echo(f"chain row {problem['seq']}: {problem['problem']}: {problem['detail']}")
+        for b, problems in batch_problems.items():
+            for problem in problems:
+                click.echo(f"batch {b} range {problem['range_no']}: {problem['problem']}: "
+                           f"{problem['detail']}")
+        verdict = "OK" if ok else "PROBLEMS FOUND"
+        click.echo(f"{verdict}: chain and {len(batches)} batch seal(s) verified; head "
+                   f"{head['seq'] if head else 0} {head['hash'] if head else ''}")
+    if not ok:
+        sys.exit(1)
+
+
+@main.group("db")
+def db_group() -> None:
+    """The embedded local PostgreSQL cluster."""
+
+
+@db_group.command("start")
+def db_start() -> None:
+    """Initialize (if needed) and start the embedded cluster."""
+    cluster = EmbeddedCluster.default()
+    try:
+        cluster.start()
+        cluster.ensure_database()
+    except MonthendError as exc:
+        click.echo(f"monthend: {exc}", err=True)
+        sys.exit(exc.exit_code)
+    click.echo(f"embedded cluster running: {cluster.data_dir}, dsn '{cluster.dsn()}'")
+
+
+@db_group.command("stop")
+def db_stop() -> None:
+    """Stop the embedded cluster."""
+    cluster = EmbeddedCluster.default()
+    try:
+        stopped = cluster.stop()
+    except MonthendError as exc:
+        click.echo(f"monthend: {exc}", err=True)
+        sys.exit(exc.exit_code)
+    click.echo("embedded cluster stopped" if stopped else "embedded cluster was not running")
+
+
+if __name__ == "__main__":
+    main()

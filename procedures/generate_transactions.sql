@@ -1,0 +1,139 @@
+-- Synthetic source data for a period, generated set-based in the database.
+-- Opens the period (and its FX rates) if missing. p_txns rows: 70% premium
+-- (new business, renewals, endorsements, cancellations), 30% claims (loss and
+-- expense payments, recoveries); log-uniform amounts from 50 to 250,000 in
+-- the currency's minor units, six currencies (JPY with 0 and BHD with 3 minor
+-- units among them), six lines of business, dates spread over the month.
+-- A fraction p_bad_fraction of rows is spoiled, evenly over every kind the
+-- pre-flight must catch. Every draw is a hash of (seed, row, attribute), so the
+-- same seed gives the same rows, whatever plan or parallelism runs it.
+CREATE OR REPLACE PROCEDURE subledger.generate_transactions(
+    p_period       text,
+    p_txns         bigint,
+    p_bad_fraction numeric DEFAULT 0,
+    p_seed         bigint DEFAULT 1,
+    INOUT p_premium_rows bigint DEFAULT NULL,
+    INOUT p_claim_rows   bigint DEFAULT NULL,
+    INOUT p_bad_rows     bigint DEFAULT NULL)
+LANGUAGE plpgsql
+SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    v_start      date;
+    v_days       integer;
+    v_premium_n  bigint;
+    v_claim_n    bigint;
+    v_premium_id bigint;
+    v_claim_id   bigint;
+BEGIN
+    IF p_period !~ '^[0-9]{4}-(0[1-9]|1[0-2])$' THEN
+        RAISE EXCEPTION 'period % is not of the form YYYY-MM', p_period
+            USING ERRCODE = 'invalid_parameter_value';
+    ELSIF p_txns < 0 THEN
+        RAISE EXCEPTION 'the number of transactions must be >= 0, not %', p_txns
+            USING ERRCODE = 'invalid_parameter_value';
+    ELSIF p_bad_fraction < 0 OR p_bad_fraction > 1 THEN
+        RAISE EXCEPTION 'the bad-row fraction must be between 0 and 1, not %', p_bad_fraction
+            USING ERRCODE = 'invalid_parameter_value';
+    END IF;
+    v_start := to_date(p_period, 'YYYY-MM');
+    v_days := ((v_start + interval '1 month')::date - v_start);
+
+    INSERT INTO gl.accounting_period (period, start_date, end_date)
+    VALUES (p_period, v_start, (v_start + interval '1 month - 1 day')::date)
+    ON CONFLICT (period) DO NOTHING;
+    INSERT INTO gl.fx_rate (period, currency, rate)
+    VALUES (p_period, 'USD', 1), (p_period, 'EUR', 1.0842), (p_period, 'GBP', 1.2671),
+           (p_period, 'CAD', 0.7413), (p_period, 'JPY', 0.006712), (p_period, 'BHD', 2.6525)
+    ON CONFLICT (period, currency) DO NOTHING;
+    PERFORM gl.ensure_period_partitions(p_period);
+
+    v_premium_n := round(p_txns * 0.7);
+    v_claim_n := p_txns - v_premium_n;
+    -- Ids continue after the largest so far: loads for several periods coexist.
+    SELECT coalesce(max(txn_id), 0) INTO v_premium_id FROM subledger.premium_transaction;
+    SELECT coalesce(max(claim_id), 0) INTO v_claim_id FROM subledger.claims_transaction;
+
+    CREATE TEMPORARY TABLE generated_row ON COMMIT DROP AS
+    WITH draw AS (
+        SELECT g.i,
+               g.i <= v_premium_n AS is_premium,
+               -- u(k): a uniform draw in [0, 1) for attribute k of row i.
+               (hashint8extended(g.i, p_seed * 16 + 1) & 281474976710655)::float8 / 281474976710656 AS u_type,
+               (hashint8extended(g.i, p_seed * 16 + 2) & 281474976710655)::float8 / 281474976710656 AS u_amount,
+               (hashint8extended(g.i, p_seed * 16 + 3) & 281474976710655)::float8 / 281474976710656 AS u_currency,
+               (hashint8extended(g.i, p_seed * 16 + 4) & 281474976710655)::float8 / 281474976710656 AS u_lob,
+               (hashint8extended(g.i, p_seed * 16 + 5) & 281474976710655)::float8 / 281474976710656 AS u_day,
+               (hashint8extended(g.i, p_seed * 16 + 6) & 281474976710655)::float8 / 281474976710656 AS u_policy,
+               (hashint8extended(g.i, p_seed * 16 + 7) & 281474976710655)::float8 / 281474976710656 AS u_bad,
+               (hashint8extended(g.i, p_seed * 16 + 8) & 281474976710655)::float8 / 281474976710656 AS u_kind
+        FROM generate_series(1, p_txns) AS g (i)
+    ), shaped AS (
+        SELECT d.i, d.is_premium,
+               CASE WHEN d.is_premium THEN
+                    CASE WHEN d.u_type < 0.40 THEN 'NEW_BUSINESS'
+                         WHEN d.u_type < 0.75 THEN 'RENEWAL'
+                         WHEN d.u_type < 0.90 THEN 'ENDORSEMENT'
+                         ELSE 'CANCELLATION' END
+               ELSE CASE WHEN d.u_type < 0.70 THEN 'LOSS_PAYMENT'
+                         WHEN d.u_type < 0.90 THEN 'EXPENSE_PAYMENT'
+                         ELSE 'RECOVERY' END
+               END AS txn_type,
+               CASE WHEN d.u_currency < 0.70 THEN 'USD'
+                    WHEN d.u_currency < 0.80 THEN 'EUR'
+                    WHEN d.u_currency < 0.87 THEN 'GBP'
+                    WHEN d.u_currency < 0.93 THEN 'CAD'
+                    WHEN d.u_currency < 0.98 THEN 'JPY'
+                    ELSE 'BHD' END AS currency,
+               (ARRAY['AUTO', 'HOME', 'COMMPROP', 'GENLIAB', 'WORKCOMP', 'MARINE'])
+                   [1 + floor(d.u_lob * d.u_lob * 6)::integer] AS line_of_business,
+               v_start + floor(d.u_day * v_days)::integer AS txn_date,
+               1 + floor(d.u_policy * greatest(p_txns / 3, 1))::bigint AS policy_id,
+               -- Log-uniform from 50 to 250,000 USD-equivalent: many small, a few large.
+               50 * exp(d.u_amount * ln(5000)) AS usd_amount,
+               d.u_bad < p_bad_fraction AS is_bad,
+               floor(d.u_kind * 9)::integer AS bad_kind
+        FROM draw AS d
+    )
+    SELECT s.i, s.is_premium, s.txn_type, s.currency, s.line_of_business, s.txn_date,
+           s.policy_id, s.is_bad, s.bad_kind,
+           round((s.usd_amount * CASE s.currency WHEN 'JPY' THEN 150 WHEN 'BHD' THEN 0.377
+                                                 WHEN 'EUR' THEN 0.92 WHEN 'GBP' THEN 0.79
+                                                 WHEN 'CAD' THEN 1.35 ELSE 1 END)::numeric,
+                 CASE s.currency WHEN 'JPY' THEN 0 WHEN 'BHD' THEN 3 ELSE 2 END) AS amount
+    FROM shaped AS s;
+
+    -- Spoil the bad rows, one kind each: 0 null amount, 1 zero, 2 negative,
+    -- 3 unknown currency, 4 unknown transaction type, 5 dated outside any
+    -- period, 6 too many decimals, 7 unknown line of business, 8 no policy.
+    UPDATE generated_row AS g
+       SET amount = CASE g.bad_kind WHEN 0 THEN NULL WHEN 1 THEN 0 WHEN 2 THEN -g.amount
+                                    WHEN 6 THEN g.amount + 0.0001 ELSE g.amount END,
+           currency = CASE WHEN g.bad_kind = 3 THEN 'XXX' ELSE g.currency END,
+           txn_type = CASE WHEN g.bad_kind = 4 THEN 'UNKNOWN_TYPE' ELSE g.txn_type END,
+           txn_date = CASE WHEN g.bad_kind = 5 THEN g.txn_date - interval '100 years'
+                           ELSE g.txn_date END,
+           line_of_business = CASE WHEN g.bad_kind = 7 THEN 'UNKNOWN_LOB'
+                                   ELSE g.line_of_business END,
+           policy_id = CASE WHEN g.bad_kind = 8 THEN NULL ELSE g.policy_id END
+     WHERE g.is_bad;
+
+    INSERT INTO subledger.premium_transaction (txn_id, policy_id, payment_date, txn_type,
+                                               line_of_business, amount, currency)
+    SELECT v_premium_id + g.i, g.policy_id, g.txn_date, g.txn_type, g.line_of_business,
+           g.amount, g.currency
+    FROM generated_row AS g WHERE g.is_premium ORDER BY g.i;
+    GET DIAGNOSTICS p_premium_rows = ROW_COUNT;
+
+    INSERT INTO subledger.claims_transaction (claim_id, policy_id, claim_date, txn_type,
+                                              line_of_business, amount, currency)
+    SELECT v_claim_id + g.i - v_premium_n, g.policy_id, g.txn_date, g.txn_type,
+           g.line_of_business, g.amount, g.currency
+    FROM generated_row AS g WHERE NOT g.is_premium ORDER BY g.i;
+    GET DIAGNOSTICS p_claim_rows = ROW_COUNT;
+
+    SELECT count(*) INTO p_bad_rows FROM generated_row AS g WHERE g.is_bad;
+    DROP TABLE generated_row;
+END
+$$;
