@@ -1,0 +1,91 @@
+"""Test fixtures: a real PostgreSQL cluster, a migrated template database, and a
+fresh clone of it for every test.
+
+The cluster is monthend's own embedded cluster code (the same that the CLI and
+``make demo`` use), so it runs as the unprivileged ``postgres`` user when the
+tests run as root. pytest-postgresql's noproc fixture then manages databases
+on it: the template is migrated once per session and each test gets
+``CREATE DATABASE ... TEMPLATE`` of it.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import psycopg
+import pytest
+from psycopg.rows import dict_row
+from pytest_postgresql import factories
+
+from monthend import db, migrate
+from monthend.embedded import TEST_SETTINGS, EmbeddedCluster, default_home
+
+TEST_PORT = int(os.environ.get("MONTHEND_TEST_PORT", "54330"))
+TEST_CLUSTER = EmbeddedCluster(default_home() / "test-pgdata", TEST_PORT, TEST_SETTINGS,
+                               dbname="monthend_test")
+
+
+@pytest.fixture(scope="session")
+def monthend_test_cluster() -> Iterator[EmbeddedCluster]:
+    TEST_CLUSTER.start()
+    yield TEST_CLUSTER
+
+
+def load_schema(host: str, port: int, user: str, dbname: str, password: str | None,
+                **_options: Any) -> None:
+    """Migrate the template database once per session."""
+    with psycopg.connect(host=host, port=port, user=user, dbname=dbname, password=password,
+                         autocommit=True) as conn:
+        migrate.apply(conn)
+
+
+server_databases = factories.postgresql_noproc(
+    host="127.0.0.1", port=TEST_PORT, user="postgres", dbname="monthend_test",
+    load=[load_schema])
+
+
+@pytest.fixture(scope="session")
+def postgresql_noproc(monthend_test_cluster, server_databases):
+    """The migrated template on the running test cluster."""
+    return server_databases
+
+
+postgresql = factories.postgresql("postgresql_noproc")
+
+
+@pytest.fixture
+def target(postgresql: psycopg.Connection) -> db.Target:
+    """A db.Target for this test's fresh database, as `--dsn` would give."""
+    info = postgresql.info
+    return db.Target(f"host={info.host} port={info.port} user={info.user} dbname={info.dbname}",
+                     "--dsn")
+
+
+@pytest.fixture
+def conn(target: db.Target) -> Iterator[psycopg.Connection]:
+    """An autocommit connection to the test database, rows as dicts."""
+    with psycopg.connect(target.conninfo, autocommit=True, row_factory=dict_row) as connection:
+        yield connection
+
+
+def monthend_cli(target: db.Target, *args: str, timeout: float = 300,
+                 check: bool = False, **popen: Any) -> subprocess.CompletedProcess[str]:
+    """Run the real `monthend` command against the test database."""
+    env = {k: v for k, v in os.environ.items()
+           if not k.startswith("PG") and k != "DATABASE_URL"}
+    cmd = [sys.executable, "-m", "monthend.cli", "--dsn", target.conninfo, *args]
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, env=env,
+                          stdin=subprocess.DEVNULL, check=False, **popen)
+    if check and proc.returncode != 0:
+        raise AssertionError(f"monthend {' '.join(args)} exited {proc.returncode}:\n"
+                             f"{proc.stdout}\n{proc.stderr}")
+    return proc
+
+
+def repo_root() -> Path:
+    return Path(__file__).resolve().parents[1]
