@@ -31,6 +31,8 @@ DECLARE
     v_je_count       bigint;
     v_missing_fx     text;
     v_reasons        jsonb;
+    v_risky_premium  bigint[];
+    v_risky_claim    bigint[];
 BEGIN
     SELECT r.period, r.status INTO v_period, v_status
       FROM batch.run AS r WHERE r.batch_id = p_batch_id FOR UPDATE;
@@ -133,11 +135,24 @@ BEGIN
     )
     SELECT coalesce(sum(t.source_rows), 0) INTO v_stray_dead FROM totals AS t;
 
-    -- The period's unposted rows, classified in one statement (one snapshot).
-    WITH candidate AS MATERIALIZED (
+    -- The period's unposted rows, read once (one snapshot) and classified.
+    -- Everything below works from this set, so the control totals, the dead
+    -- letters and the claims describe exactly the same rows.
+    CREATE TEMPORARY TABLE preflight_candidate ON COMMIT DROP AS
+    SELECT k.*,
+           CASE WHEN k.policy_id IS NULL THEN 'POLICY_MISSING'
+                WHEN k.amount IS NULL THEN 'AMOUNT_NULL'
+                WHEN k.amount = 0 THEN 'AMOUNT_ZERO'
+                WHEN k.amount < 0 THEN 'AMOUNT_NEGATIVE'
+                WHEN k.minor_units IS NULL THEN 'CURRENCY_UNKNOWN'
+                WHEN k.amount <> round(k.amount, k.minor_units) THEN 'AMOUNT_PRECISION'
+                WHEN NOT k.known_lob THEN 'LINE_OF_BUSINESS_UNKNOWN'
+                WHEN k.template_count IS NULL THEN 'TXN_TYPE_UNKNOWN'
+                WHEN k.fx_rate IS NULL THEN 'FX_RATE_MISSING'
+           END AS reason
+    FROM (
         SELECT s.source_type, s.source_id, s.policy_id, s.txn_type, s.amount, s.currency,
-               s.line_of_business, s.txn_date,
-               c.minor_units,
+               s.line_of_business, c.minor_units,
                lob.code IS NOT NULL AS known_lob,
                tt.template_count,
                coalesce(fx.rate, CASE WHEN s.currency = st.functional_currency
@@ -154,99 +169,86 @@ BEGIN
           AND NOT EXISTS (SELECT FROM batch.source_claim AS sc
                           WHERE sc.period = v_period AND sc.source_type = s.source_type
                             AND sc.source_id = s.source_id)
-    ), reasoned AS (
-        SELECT k.*,
-               CASE WHEN k.policy_id IS NULL THEN 'POLICY_MISSING'
-                    WHEN k.amount IS NULL THEN 'AMOUNT_NULL'
-                    WHEN k.amount = 0 THEN 'AMOUNT_ZERO'
-                    WHEN k.amount < 0 THEN 'AMOUNT_NEGATIVE'
-                    WHEN k.minor_units IS NULL THEN 'CURRENCY_UNKNOWN'
-                    WHEN k.amount <> round(k.amount, k.minor_units) THEN 'AMOUNT_PRECISION'
-                    WHEN NOT k.known_lob THEN 'LINE_OF_BUSINESS_UNKNOWN'
-                    WHEN k.template_count IS NULL THEN 'TXN_TYPE_UNKNOWN'
-                    WHEN k.fx_rate IS NULL THEN 'FX_RATE_MISSING'
-               END AS reason
-        FROM candidate AS k
-    ), negative AS (
-        -- Only rows whose amount is small against the template's margin can
-        -- round into a negative balancing line; compute those exactly.
-        SELECT DISTINCT r.source_type, r.source_id
-        FROM reasoned AS r
-        JOIN gl.journal_template_index AS t
-          ON t.source_type = r.source_type AND t.txn_type = r.txn_type
-        CROSS JOIN LATERAL (
-            SELECT FROM gl.journal_line_amount AS v
-            WHERE v.source_type = r.source_type AND v.source_id = r.source_id
-              AND v.je_seq = t.je_seq AND v.is_balancing
-              AND (v.line_amount < 0 OR v.line_amount_f < 0)
-        ) AS neg
-        WHERE r.reason IS NULL
-          AND (t.margin <= 0
-               OR r.amount * t.margin < t.ratio_lines * power(10::numeric, -r.minor_units)
-               OR r.amount * r.fx_rate * t.margin
-                  < (t.ratio_lines + 1) * power(10::numeric, -v_functional_mu))
-    ), final AS (
-        SELECT r.*,
-               CASE WHEN r.reason IS NULL AND n.source_id IS NOT NULL
-                    THEN 'BALANCING_NEGATIVE' ELSE r.reason END AS final_reason
-        FROM reasoned AS r
-        LEFT JOIN negative AS n ON n.source_type = r.source_type AND n.source_id = r.source_id
-    ), dead AS (
-        INSERT INTO batch.dead_letter (source_type, source_id, batch_id, reason_code, detail,
-                                       amount, currency)
-        SELECT f.source_type, f.source_id, p_batch_id, f.final_reason,
-               CASE f.final_reason
-                   WHEN 'POLICY_MISSING' THEN 'policy_id is missing'
-                   WHEN 'AMOUNT_NULL' THEN 'amount is missing'
-                   WHEN 'AMOUNT_ZERO' THEN 'amount is zero'
-                   WHEN 'AMOUNT_NEGATIVE' THEN format('amount %s is negative', f.amount)
-                   WHEN 'CURRENCY_UNKNOWN'
-                       THEN format('currency %s is not in gl.currency', coalesce(f.currency, 'NULL'))
-                   WHEN 'AMOUNT_PRECISION'
-                       THEN format('amount %s has more decimals than %s allows (%s)',
-                                   f.amount, f.currency, f.minor_units)
-                   WHEN 'LINE_OF_BUSINESS_UNKNOWN'
-                       THEN format('line of business %s is not in gl.line_of_business',
-                                   coalesce(f.line_of_business, 'NULL'))
-                   WHEN 'TXN_TYPE_UNKNOWN'
-                       THEN format('no posting rules for %s transaction type %s',
-                                   f.source_type, coalesce(f.txn_type, 'NULL'))
-                   WHEN 'FX_RATE_MISSING'
-                       THEN format('no FX rate for %s in period %s', f.currency, v_period)
-                   WHEN 'BALANCING_NEGATIVE'
-                       THEN format('amount %s %s gives a negative balancing line under the '
-                                   '%s rules', f.amount, f.currency, f.txn_type)
-               END,
-               f.amount, f.currency
-        FROM final AS f
-        WHERE f.final_reason IS NOT NULL
-        RETURNING 1
-    ), claimed AS (
-        INSERT INTO batch.source_claim (period, source_type, source_id, batch_id, je_offset)
-        SELECT v_period, f.source_type, f.source_id, p_batch_id,
-               sum(f.template_count) OVER (ORDER BY f.source_type, f.source_id)
-               - f.template_count
-        FROM final AS f
-        WHERE f.final_reason IS NULL
-        RETURNING 1
-    ), totals AS (
-        INSERT INTO batch.control_total AS ct (batch_id, source_type, currency, source_rows,
-                                              source_amount)
-        SELECT p_batch_id, k.source_type, coalesce(k.currency, ''), count(*),
-               coalesce(sum(k.amount), 0)
-        FROM candidate AS k
-        GROUP BY k.source_type, coalesce(k.currency, '')
-        ON CONFLICT (batch_id, source_type, currency) DO UPDATE
-           SET source_rows = ct.source_rows + excluded.source_rows,
-               source_amount = ct.source_amount + excluded.source_amount
-    )
-    SELECT (SELECT count(*) FROM claimed),
-           (SELECT count(*) FROM dead),
-           (SELECT coalesce(sum(f.template_count), 0) FROM final AS f
-             WHERE f.final_reason IS NULL),
-           (SELECT string_agg(DISTINCT f.currency, ', ') FROM final AS f
-             WHERE f.final_reason = 'FX_RATE_MISSING')
-      INTO v_claimed, v_dead, v_je_count, v_missing_fx;
+    ) AS k;
+
+    -- Only rows whose amount is small against a template's margin can round
+    -- into a negative balancing line. Compute those exactly, with the rule's
+    -- own view: an id list is a filter the view pushes below its window.
+    SELECT coalesce(array_agg(DISTINCT k.source_id) FILTER (WHERE k.source_type = 'PREMIUM'), '{}'),
+           coalesce(array_agg(DISTINCT k.source_id) FILTER (WHERE k.source_type = 'CLAIM'), '{}')
+      INTO v_risky_premium, v_risky_claim
+      FROM preflight_candidate AS k
+      JOIN gl.journal_template_index AS t
+        ON t.source_type = k.source_type AND t.txn_type = k.txn_type
+     WHERE k.reason IS NULL
+       AND (t.margin <= 0
+            OR k.amount * t.margin < t.ratio_lines * power(10::numeric, -k.minor_units)
+            OR k.amount * k.fx_rate * t.margin
+               < (t.ratio_lines + 1) * power(10::numeric, -v_functional_mu));
+
+    UPDATE preflight_candidate AS k
+       SET reason = 'BALANCING_NEGATIVE'
+      FROM (SELECT v.source_type, v.source_id FROM gl.journal_line_amount AS v
+             WHERE v.source_type = 'PREMIUM' AND v.source_id = ANY (v_risky_premium)
+               AND v.is_balancing AND (v.line_amount < 0 OR v.line_amount_f < 0)
+            UNION
+            SELECT v.source_type, v.source_id FROM gl.journal_line_amount AS v
+             WHERE v.source_type = 'CLAIM' AND v.source_id = ANY (v_risky_claim)
+               AND v.is_balancing AND (v.line_amount < 0 OR v.line_amount_f < 0)) AS n
+     WHERE k.source_type = n.source_type AND k.source_id = n.source_id;
+
+    INSERT INTO batch.dead_letter (source_type, source_id, batch_id, reason_code, detail,
+                                   amount, currency)
+    SELECT f.source_type, f.source_id, p_batch_id, f.reason,
+           CASE f.reason
+               WHEN 'POLICY_MISSING' THEN 'policy_id is missing'
+               WHEN 'AMOUNT_NULL' THEN 'amount is missing'
+               WHEN 'AMOUNT_ZERO' THEN 'amount is zero'
+               WHEN 'AMOUNT_NEGATIVE' THEN format('amount %s is negative', f.amount)
+               WHEN 'CURRENCY_UNKNOWN'
+                   THEN format('currency %s is not in gl.currency', coalesce(f.currency, 'NULL'))
+               WHEN 'AMOUNT_PRECISION'
+                   THEN format('amount %s has more decimals than %s allows (%s)',
+                               f.amount, f.currency, f.minor_units)
+               WHEN 'LINE_OF_BUSINESS_UNKNOWN'
+                   THEN format('line of business %s is not in gl.line_of_business',
+                               coalesce(f.line_of_business, 'NULL'))
+               WHEN 'TXN_TYPE_UNKNOWN'
+                   THEN format('no posting rules for %s transaction type %s',
+                               f.source_type, coalesce(f.txn_type, 'NULL'))
+               WHEN 'FX_RATE_MISSING'
+                   THEN format('no FX rate for %s in period %s', f.currency, v_period)
+               WHEN 'BALANCING_NEGATIVE'
+                   THEN format('amount %s %s gives a negative balancing line under the '
+                               '%s rules', f.amount, f.currency, f.txn_type)
+           END,
+           f.amount, f.currency
+    FROM preflight_candidate AS f
+    WHERE f.reason IS NOT NULL;
+    GET DIAGNOSTICS v_dead = ROW_COUNT;
+
+    INSERT INTO batch.source_claim (period, source_type, source_id, batch_id, je_offset)
+    SELECT v_period, f.source_type, f.source_id, p_batch_id,
+           sum(f.template_count) OVER (ORDER BY f.source_type, f.source_id) - f.template_count
+    FROM preflight_candidate AS f
+    WHERE f.reason IS NULL;
+    GET DIAGNOSTICS v_claimed = ROW_COUNT;
+
+    INSERT INTO batch.control_total AS ct (batch_id, source_type, currency, source_rows,
+                                          source_amount)
+    SELECT p_batch_id, k.source_type, coalesce(k.currency, ''), count(*),
+           coalesce(sum(k.amount), 0)
+    FROM preflight_candidate AS k
+    GROUP BY k.source_type, coalesce(k.currency, '')
+    ON CONFLICT (batch_id, source_type, currency) DO UPDATE
+       SET source_rows = ct.source_rows + excluded.source_rows,
+           source_amount = ct.source_amount + excluded.source_amount;
+
+    SELECT coalesce(sum(f.template_count) FILTER (WHERE f.reason IS NULL), 0),
+           string_agg(DISTINCT f.currency, ', ') FILTER (WHERE f.reason = 'FX_RATE_MISSING')
+      INTO v_je_count, v_missing_fx
+      FROM preflight_candidate AS f;
+    DROP TABLE preflight_candidate;
 
     PERFORM batch.record_check(p_batch_id, NULL, 'preflight', 'fx_rates_present',
                                v_missing_fx IS NULL, 'a rate for every currency in use',

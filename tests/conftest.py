@@ -26,6 +26,8 @@ from monthend import db, migrate
 from monthend.embedded import TEST_SETTINGS, EmbeddedCluster, default_home
 
 TEST_PORT = int(os.environ.get("MONTHEND_TEST_PORT", "54330"))
+# One name per pytest process, so that several runs can share the cluster.
+TEST_DBNAME = os.environ.get("MONTHEND_TEST_DB", f"monthend_test_{os.getpid()}")
 TEST_CLUSTER = EmbeddedCluster(default_home() / "test-pgdata", TEST_PORT, TEST_SETTINGS,
                                dbname="monthend_test")
 
@@ -45,7 +47,7 @@ def load_schema(host: str, port: int, user: str, dbname: str, password: str | No
 
 
 server_databases = factories.postgresql_noproc(
-    host="127.0.0.1", port=TEST_PORT, user="postgres", dbname="monthend_test",
+    host="127.0.0.1", port=TEST_PORT, user="postgres", dbname=TEST_DBNAME,
     load=[load_schema])
 
 

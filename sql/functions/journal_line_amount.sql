@@ -32,40 +32,38 @@ FROM (
            CASE a.side WHEN 'D' THEN a.line_amount ELSE -a.line_amount END     AS signed_amount,
            CASE a.side WHEN 'D' THEN a.line_amount_f ELSE -a.line_amount_f END AS signed_amount_f
     FROM (
-        SELECT s.source_type,
-               s.source_id,
-               s.txn_date,
-               s.txn_type,
-               s.currency,
-               s.amount,
-               f.fx_rate,
-               f.amount_f,
+        SELECT x.source_type,
+               x.source_id,
+               x.txn_date,
+               x.txn_type,
+               x.currency,
+               x.amount,
+               x.fx_rate,
+               x.amount_f,
                r.je_seq,
                r.line_no,
                r.account_code,
                r.side,
-               r.ratio IS NULL                               AS is_balancing,
-               round(s.amount * r.ratio, c.minor_units)      AS line_amount,
-               round(f.amount_f * r.ratio, f.functional_mu)  AS line_amount_f
-        FROM subledger.source_transaction AS s
-        JOIN gl.currency AS c ON c.code = s.currency
-        CROSS JOIN LATERAL (
-            SELECT x.fx_rate,
-                   round(s.amount * x.fx_rate, fc.minor_units) AS amount_f,
-                   fc.minor_units                              AS functional_mu
-            FROM gl.setting AS st
-            JOIN gl.currency AS fc ON fc.code = st.functional_currency
+               r.ratio IS NULL                                AS is_balancing,
+               round(x.amount * r.ratio, x.minor_units)       AS line_amount,
+               round(x.amount_f * r.ratio, x.functional_mu)   AS line_amount_f
+        FROM (
+            SELECT s.*, c.minor_units, f.functional_mu, rate.fx_rate,
+                   round(s.amount * rate.fx_rate, f.functional_mu) AS amount_f
+            FROM subledger.source_transaction AS s
+            JOIN gl.currency AS c ON c.code = s.currency
+            CROSS JOIN (SELECT st.functional_currency, fc.minor_units AS functional_mu
+                        FROM gl.setting AS st
+                        JOIN gl.currency AS fc ON fc.code = st.functional_currency) AS f
+            LEFT JOIN gl.fx_rate AS fx
+                   ON fx.period = to_char(s.txn_date, 'YYYY-MM') AND fx.currency = s.currency
             CROSS JOIN LATERAL (
-                SELECT coalesce(
-                           (SELECT fx.rate FROM gl.fx_rate AS fx
-                            WHERE fx.period = to_char(s.txn_date, 'YYYY-MM')
-                              AND fx.currency = s.currency),
-                           CASE WHEN s.currency = st.functional_currency THEN 1::numeric END
-                       ) AS fx_rate
-            ) AS x
-        ) AS f
+                SELECT coalesce(fx.rate, CASE WHEN s.currency = f.functional_currency
+                                              THEN 1::numeric END) AS fx_rate
+            ) AS rate
+        ) AS x
         JOIN gl.posting_rule AS r
-          ON r.source_type = s.source_type AND r.txn_type = s.txn_type
+          ON r.source_type = x.source_type AND r.txn_type = x.txn_type
     ) AS a
 ) AS l
 WINDOW w AS (PARTITION BY l.source_type, l.source_id, l.je_seq);
