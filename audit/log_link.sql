@@ -16,7 +16,7 @@ BEGIN
       FROM audit.chain_head AS h FOR UPDATE;
     NEW.seq       := v_head_seq + 1;
     NEW.at        := clock_timestamp();
-    NEW.actor     := session_user;
+    NEW.actor     := session_user::text;
     NEW.prev_hash := v_head_hash;
     NEW.hash      := sha256(v_head_hash || convert_to(
                          audit.canonical_log_text(NEW.seq, NEW.at, NEW.event, NEW.batch_id,

@@ -50,7 +50,7 @@ BEGIN
         RETURNING rg.attempts INTO p_attempt;
     END IF;
 
-    SELECT count(*) INTO p_remaining
+    SELECT count(*)::integer INTO p_remaining
       FROM batch.range AS rg WHERE rg.batch_id = p_batch_id AND rg.status <> 'DONE';
 END
 $$;

@@ -23,7 +23,6 @@ DECLARE
     v_start      date;
     v_days       integer;
     v_premium_n  bigint;
-    v_claim_n    bigint;
     v_premium_id bigint;
     v_claim_id   bigint;
 BEGIN
@@ -49,12 +48,15 @@ BEGIN
     ON CONFLICT (period, currency) DO NOTHING;
     PERFORM gl.ensure_period_partitions(p_period);
 
-    v_premium_n := round(p_txns * 0.7);
-    v_claim_n := p_txns - v_premium_n;
+    v_premium_n := round(p_txns * 0.7)::bigint;
     -- Ids continue after the largest so far: loads for several periods coexist.
     SELECT coalesce(max(txn_id), 0) INTO v_premium_id FROM subledger.premium_transaction;
     SELECT coalesce(max(claim_id), 0) INTO v_claim_id FROM subledger.claims_transaction;
 
+    -- Shape of the scratch table below, for plpgsql_check (a no-op at run time).
+    PERFORM 'PRAGMA:TABLE: generated_row (i bigint, is_premium boolean, txn_type text, '
+            'currency text, line_of_business text, txn_date date, policy_id bigint, '
+            'is_bad boolean, bad_kind integer, amount numeric)';
     CREATE TEMPORARY TABLE generated_row ON COMMIT DROP AS
     WITH draw AS (
         SELECT g.i,

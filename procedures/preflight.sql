@@ -24,7 +24,7 @@ DECLARE
     v_numbers_used   bigint;
     v_functional_mu  integer;
     v_bad_templates  text;
-    v_gate_errors    text[] := '{}';
+    v_gate_errors    text[] := '{}'::text[];
     v_claimed        bigint;
     v_dead           bigint;
     v_stray_dead     bigint;
@@ -133,11 +133,16 @@ BEGIN
         GROUP BY d.source_type, coalesce(d.currency, '')
         RETURNING ct.source_rows
     )
-    SELECT coalesce(sum(t.source_rows), 0) INTO v_stray_dead FROM totals AS t;
+    SELECT coalesce(sum(t.source_rows), 0)::bigint INTO v_stray_dead FROM totals AS t;
 
     -- The period's unposted rows, read once (one snapshot) and classified.
     -- Everything below works from this set, so the control totals, the dead
     -- letters and the claims describe exactly the same rows.
+    -- Shape of the scratch table below, for plpgsql_check (a no-op at run time).
+    PERFORM 'PRAGMA:TABLE: preflight_candidate (source_type text, source_id bigint, '
+            'policy_id bigint, txn_type text, amount numeric, currency char(3), '
+            'line_of_business text, minor_units integer, known_lob boolean, '
+            'template_count integer, fx_rate numeric, reason text)';
     CREATE TEMPORARY TABLE preflight_candidate ON COMMIT DROP AS
     SELECT k.*,
            CASE WHEN k.policy_id IS NULL THEN 'POLICY_MISSING'

@@ -29,7 +29,7 @@ DECLARE
     v_src_rows       bigint;
     v_src_amount     numeric;
     v_first_no       bigint;
-    v_failures       text[] := '{}';
+    v_failures       text[] := '{}'::text[];
 BEGIN
     SELECT * INTO v_range FROM batch.range AS rg WHERE rg.range_id = p_range_id FOR UPDATE;
     IF NOT FOUND THEN

@@ -26,7 +26,7 @@ DECLARE
     v_headers     bigint;
     v_lines       bigint;
     v_exp_lines   bigint;
-    v_failures    text[] := '{}';
+    v_failures    text[] := '{}'::text[];
     v_header_tbl  text := 'stage_journal_entry_header_' || p_batch_id;
     v_line_tbl    text := 'stage_journal_entry_line_' || p_batch_id;
 BEGIN

@@ -13,8 +13,8 @@ DECLARE
     v_balancing   integer;
     v_ratio_lines integer;
 BEGIN
-    SELECT count(*) FILTER (WHERE pr.ratio IS NULL),
-           count(*) FILTER (WHERE pr.ratio IS NOT NULL)
+    SELECT (count(*) FILTER (WHERE pr.ratio IS NULL))::integer,
+           (count(*) FILTER (WHERE pr.ratio IS NOT NULL))::integer
       INTO v_balancing, v_ratio_lines
       FROM gl.posting_rule AS pr
      WHERE pr.source_type = v_source_type
