@@ -1,6 +1,8 @@
 -- The canonical text of a journal-entry header: what seals and verification
 -- hash. Fixed formats (no DateStyle, no locale) so the text is the same on
--- every server. SQL and immutable, so the planner inlines it.
+-- every server. A single SQL expression, so the planner inlines it; STABLE,
+-- not IMMUTABLE, because concat_ws and to_char are STABLE and an inlined body
+-- may not be more volatile than its declaration.
 CREATE OR REPLACE FUNCTION audit.canonical_header_text(
     p_je_id         bigint,
     p_je_number     text,
@@ -16,7 +18,7 @@ CREATE OR REPLACE FUNCTION audit.canonical_header_text(
     p_source_amount numeric)
 RETURNS text
 LANGUAGE sql
-IMMUTABLE PARALLEL SAFE
+STABLE PARALLEL SAFE
 RETURN concat_ws('|', 'H', p_je_id, p_je_number, to_char(p_je_date, 'YYYY-MM-DD'), p_period,
                  p_batch_id, p_source_type, p_source_id, p_je_seq, p_currency, p_fx_rate,
                  p_description, p_source_amount);

@@ -11,7 +11,7 @@ CREATE OR REPLACE FUNCTION audit.canonical_line_text(
     p_batch_id          bigint)
 RETURNS text
 LANGUAGE sql
-IMMUTABLE PARALLEL SAFE
+STABLE PARALLEL SAFE
 RETURN concat_ws('|', 'L', p_je_id, to_char(p_je_date, 'YYYY-MM-DD'), p_line_no, p_account_code,
                  p_debit, p_credit, p_functional_debit, p_functional_credit, p_batch_id);
 
