@@ -1,8 +1,10 @@
 -- Phase 4, the queue. Claims the next range of a batch for the calling
 -- connection and returns it (NULL when none can be claimed now), with how many
 -- ranges are not yet DONE. A range is claimable when PENDING and past its
--- retry time, or RUNNING for a backend that no longer exists (its connection
--- died, so its transaction rolled back). SKIP LOCKED passes over ranges that a
+-- retry time, or RUNNING with no live claimer (its session ended, so its
+-- transaction rolled back). The claim is a session-level advisory lock on the
+-- range (see batch.range_claim_held), held until process_range finishes it or
+-- record_range_failure gives it back. SKIP LOCKED passes over ranges that a
 -- live transaction is processing, so any number of workers, on any host, can
 -- call this concurrently. Commit it on its own: the claim is then visible to
 -- the dashboard while the range is processed.
@@ -32,14 +34,15 @@ BEGIN
       FROM batch.range AS rg
      WHERE rg.batch_id = p_batch_id
        AND ((rg.status = 'PENDING' AND (rg.retry_after IS NULL OR rg.retry_after <= now()))
-            OR (rg.status = 'RUNNING' AND NOT EXISTS (
-                    SELECT FROM pg_stat_activity AS a
-                    WHERE a.pid = rg.worker_pid AND a.backend_start = rg.worker_backend_start)))
+            OR (rg.status = 'RUNNING' AND NOT batch.range_claim_held(rg.range_id)))
      ORDER BY rg.range_no
      LIMIT 1
        FOR UPDATE SKIP LOCKED;
 
     IF p_range_id IS NOT NULL THEN
+        -- The row lock keeps other claimers off until this commits; by then
+        -- the advisory lock does.
+        PERFORM pg_advisory_lock(1836938356, p_range_id::integer);
         UPDATE batch.range AS rg
            SET status = 'RUNNING', attempts = rg.attempts + 1, worker = p_worker,
                worker_pid = pg_backend_pid(),

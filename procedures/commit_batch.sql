@@ -40,6 +40,8 @@ BEGIN
             EXECUTE format('ALTER TABLE gl.%I RENAME TO %I',
                            'stage_' || v_table || '_' || p_batch_id,
                            v_table || '_' || v_suffix || '_b' || p_batch_id);
+            PERFORM gl.ledger_guard_partition(
+                format('gl.%I', v_table || '_' || v_suffix || '_b' || p_batch_id)::regclass);
         ELSE
             EXECUTE format('DROP TABLE IF EXISTS batch.%I',
                            'stage_' || v_table || '_' || p_batch_id);

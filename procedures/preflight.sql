@@ -269,7 +269,7 @@ BEGIN
        SET status = 'PREFLIGHTED',
            claimed_rows = v_claimed,
            dead_letter_rows = v_dead + v_stray_dead,
-           source_rows = (SELECT sum(ct.source_rows) FROM batch.control_total AS ct
+           source_rows = (SELECT coalesce(sum(ct.source_rows), 0) FROM batch.control_total AS ct
                            WHERE ct.batch_id = p_batch_id),
            je_count = v_je_count,
            je_number_base = v_numbers_used

@@ -16,7 +16,6 @@ AS $$
 DECLARE
     v_range          batch.range%ROWTYPE;
     v_run            batch.run%ROWTYPE;
-    v_backend_start  timestamptz;
     v_headers        bigint;
     v_lines          bigint;
     v_unbalanced     bigint;
@@ -37,10 +36,7 @@ BEGIN
     ELSIF v_range.status = 'DONE' THEN
         RETURN;
     END IF;
-    SELECT a.backend_start INTO v_backend_start
-      FROM pg_stat_activity AS a WHERE a.pid = pg_backend_pid();
-    IF v_range.status <> 'RUNNING' OR v_range.worker_pid <> pg_backend_pid()
-       OR v_range.worker_backend_start IS DISTINCT FROM v_backend_start THEN
+    IF v_range.status <> 'RUNNING' OR NOT batch.range_claim_held(p_range_id, pg_backend_pid()) THEN
         RAISE EXCEPTION 'range % is % and claimed by backend %; claim it with batch.claim_range first',
                         p_range_id, v_range.status, v_range.worker_pid
             USING ERRCODE = 'object_not_in_prerequisite_state';
@@ -193,6 +189,7 @@ BEGIN
     PERFORM audit.append('RANGE_DONE', jsonb_build_object(
         'batch_id', v_run.batch_id, 'range_no', v_range.range_no,
         'digest', encode(v_digest, 'hex'), 'entries', v_headers, 'lines', v_lines));
+    PERFORM pg_advisory_unlock(1836938356, p_range_id::integer);
 END
 $$;
 

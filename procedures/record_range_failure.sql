@@ -20,6 +20,11 @@ BEGIN
     IF NOT FOUND OR v_range.status <> 'RUNNING' OR v_range.attempts <> p_attempt THEN
         RETURN;
     END IF;
+    -- Give the claim back if this session holds it (a reconnected worker
+    -- reporting for its dead session holds nothing: that lock went with it).
+    IF batch.range_claim_held(p_range_id, pg_backend_pid()) THEN
+        PERFORM pg_advisory_unlock(1836938356, p_range_id::integer);
+    END IF;
     SELECT r.max_attempts INTO v_max FROM batch.run AS r WHERE r.batch_id = v_range.batch_id;
 
     PERFORM batch.record_check(v_range.batch_id, p_range_id, 'range', 'range_attempt', false,

@@ -26,8 +26,14 @@ def _json_default(value: Any) -> Any:
     return str(value)
 
 
+# Set once a command has printed its JSON document: stdout carries exactly one.
+_json_emitted = False
+
+
 def emit_json(document: Any) -> None:
+    global _json_emitted
     click.echo(json.dumps(document, default=_json_default, indent=2))
+    _json_emitted = True
 
 
 def handle_errors(func: Callable[..., Any]) -> Callable[..., Any]:
@@ -39,7 +45,7 @@ def handle_errors(func: Callable[..., Any]) -> Callable[..., Any]:
             return func(*args, **kwargs)
         except MonthendError as exc:
             as_json = kwargs.get("as_json")
-            if as_json:
+            if as_json and not _json_emitted:
                 emit_json({"status": "ERROR", "error": str(exc), "exit_code": exc.exit_code})
             click.echo(f"monthend: {exc}", err=True)
             sys.exit(exc.exit_code)

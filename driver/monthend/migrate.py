@@ -156,7 +156,9 @@ def load_files(root: Path | None = None) -> tuple[list[MigrationFile], list[Migr
             try:
                 text = _render(path, root)
             except jinja2.TemplateError as exc:
-                raise MigrationError(f"{name}: template error: {exc}. Nothing was applied.") from exc
+                raise MigrationError(
+                    f"{name}: template error: {exc}. Nothing was applied."
+                ) from exc
             repeatable.append(MigrationFile("repeatable", name, path, text))
     for mfile in versioned + repeatable:
         parse_file(mfile)
@@ -215,9 +217,14 @@ def plan(conn: Connection, root: Path | None = None) -> Plan:
 def _apply_one(conn: Connection, mfile: MigrationFile) -> None:
     started = time.monotonic()
     with conn.transaction():
+        # Only once this database's schemas belong to the owner: the roles are
+        # cluster-wide, so they may predate this database, and the first file
+        # must run as the migrating user (it grants that user the owner role).
         owner = _rows(
             conn,
-            "SELECT pg_has_role(current_user, oid, 'MEMBER') FROM pg_roles WHERE rolname = %s",
+            "SELECT pg_has_role(current_user, r.oid, 'MEMBER') AND n.nspowner = r.oid "
+            "FROM pg_roles AS r JOIN pg_namespace AS n ON n.nspname = 'batch' "
+            "WHERE r.rolname = %s",
             (OWNER_ROLE,),
         )
         if owner and owner[0][0]:
@@ -263,8 +270,10 @@ def _record_in_audit_chain(conn: Connection, applied: list[MigrationFile]) -> No
 def apply(conn: Connection, root: Path | None = None,
           progress: callable | None = None) -> list[MigrationFile]:
     """Apply what is pending; a second call applies nothing. ``conn`` must be autocommit."""
-    _bootstrap(conn)
+    # Plan (which parses every file) before the bootstrap writes anything: a
+    # file that does not parse leaves even an empty database untouched.
     the_plan = plan(conn, root)
+    _bootstrap(conn)
     done: list[MigrationFile] = []
     try:
         _apply_all(conn, the_plan, done, progress)

@@ -4,6 +4,7 @@ reports progress. No transaction data passes through it."""
 
 from __future__ import annotations
 
+import contextlib
 import socket
 import threading
 import time
@@ -95,7 +96,11 @@ def _worker_loop(target: db.Target, batch_id: int, report: WorkerReport,
             report.ranges += 1
         except MonthendError as exc:
             report.failures += 1
-            error = str(exc.__cause__ or exc).strip()
+            # The database's message without its CONTEXT, which quotes the
+            # whole generating statement.
+            diag = getattr(exc.__cause__, "diag", None)
+            error = (diag.message_primary if diag and diag.message_primary
+                     else str(exc.__cause__ or exc)).strip()
             if conn.closed or _is_connection_error(exc):
                 _close_quietly(conn)
                 conn = None
@@ -117,18 +122,24 @@ def _worker_loop(target: db.Target, batch_id: int, report: WorkerReport,
 
 def _is_connection_error(exc: BaseException) -> bool:
     cause = exc.__cause__
-    return isinstance(cause, psycopg.OperationalError) or (
-        isinstance(cause, psycopg.Error) and (getattr(cause, "sqlstate", "") or "")[:2]
-        in ("08", "57")
-    )
+    if not isinstance(cause, psycopg.Error):
+        return False
+    # psycopg makes some server errors OperationalError too (class 55, "batch is
+    # FAILED"): only a missing SQLSTATE or classes 08/57 mean the link is gone.
+    sqlstate = getattr(cause, "sqlstate", None) or ""
+    if sqlstate:
+        return sqlstate[:2] in ("08", "57")
+    return isinstance(cause, psycopg.OperationalError)
+
+
+def _rate(count: int | None, seconds: float | None) -> float | None:
+    return round((count or 0) / seconds, 1) if seconds else None
 
 
 def _close_quietly(conn: psycopg.Connection | None) -> None:
     if conn is not None:
-        try:
+        with contextlib.suppress(psycopg.Error):
             conn.close()
-        except psycopg.Error:
-            pass
 
 
 def process_ranges(target: db.Target, batch_id: int, workers: int, worker_prefix: str,
@@ -228,8 +239,7 @@ def summary(target: db.Target, batch_id: int) -> dict[str, Any]:
         "digest": row["digest"],
         "phase_seconds": phases,
         "elapsed_seconds": elapsed,
-        "source_rows_per_second": round((row["source_rows"] or 0) / elapsed, 1) if elapsed else None,
-        "journal_entries_per_second": round((row["je_count"] or 0) / elapsed, 1)
-        if elapsed else None,
+        "source_rows_per_second": _rate(row["source_rows"], elapsed),
+        "journal_entries_per_second": _rate(row["je_count"], elapsed),
         "error": row["error"],
     }

@@ -1,0 +1,28 @@
+-- Whether a range's claim is held: by any backend (p_pid NULL) or by the one
+-- given. claim_range takes a session-level advisory lock on the range
+-- (pg_advisory_lock(1836938356, range_id), the class being 'mnth' in ASCII) and
+-- keeps it until the range is done or its failure recorded. PostgreSQL drops
+-- the lock the moment the session ends, however it ends, so a held lock means
+-- a live claimer and no reused pid or unreadable backend_start can fool it.
+-- pg_locks is readable by every role.
+CREATE OR REPLACE FUNCTION batch.range_claim_held(p_range_id bigint, p_pid integer DEFAULT NULL)
+RETURNS boolean
+LANGUAGE sql
+STABLE
+SET search_path = pg_catalog, pg_temp
+BEGIN ATOMIC
+    SELECT EXISTS (
+        SELECT
+        FROM pg_locks AS l
+        WHERE l.locktype = 'advisory'
+          AND l.database = (SELECT d.oid FROM pg_database AS d
+                            WHERE d.datname = current_database())
+          AND l.classid = 1836938356::oid
+          AND l.objid = p_range_id::oid
+          AND l.objsubid = 2
+          AND l.granted
+          AND (p_pid IS NULL OR l.pid = p_pid));
+END;
+
+GRANT EXECUTE ON FUNCTION batch.range_claim_held(bigint, integer)
+    TO monthend_runner;
