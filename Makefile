@@ -32,6 +32,9 @@ demo: install ## Embedded database, migrated, one month of sample data, a full r
 lint: install ## ruff over the Python code
 	$(VENV)/bin/ruff check driver tests tools
 
+lint-sql: install ## plpgsql_check over every PL/pgSQL routine (the configured or embedded database)
+	$(PY) tools/plpgsql_lint.py
+
 test: install lint ## ruff, then the test suite (real PostgreSQL, plpgsql_check included)
 	$(VENV)/bin/pytest -q
 
@@ -44,4 +47,4 @@ db-stop: install ## Stop the embedded cluster
 clean: ## Remove the virtual environment (the embedded cluster stays in .monthend/)
 	rm -rf $(VENV)
 
-.PHONY: help install migrate demo lint test test-faults db-stop clean
+.PHONY: help install migrate demo lint lint-sql test test-faults db-stop clean
