@@ -33,6 +33,7 @@ BEGIN
      WHERE d.batch_id = p_batch_id
        AND d.reason_code IN ('DATE_MISSING', 'DATE_OUTSIDE_PERIOD', 'PERIOD_CLOSED')
     ON CONFLICT DO NOTHING;
+    DELETE FROM batch.dead_letter_resolution AS x WHERE x.batch_id = p_batch_id;
     DELETE FROM batch.dead_letter AS d WHERE d.batch_id = p_batch_id;
 
     UPDATE batch.range SET status = 'FAILED', worker_pid = NULL,

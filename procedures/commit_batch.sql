@@ -54,10 +54,9 @@ BEGIN
 
     UPDATE batch.dead_letter AS d
        SET status = 'RESOLVED', resolved_by_batch = p_batch_id
-     WHERE d.status = 'OPEN'
-       AND EXISTS (SELECT FROM batch.source_claim AS c
-                   WHERE c.period = v_run.period AND c.source_type = d.source_type
-                     AND c.source_id = d.source_id AND c.batch_id = p_batch_id);
+      FROM batch.dead_letter_resolution AS x
+     WHERE x.batch_id = p_batch_id AND d.dead_letter_id = x.dead_letter_id
+       AND d.status = 'OPEN';
     GET DIAGNOSTICS v_resolved = ROW_COUNT;
 
     SELECT sha256(convert_to(coalesce(string_agg(encode(rg.digest, 'hex'), E'\n'

@@ -239,6 +239,14 @@ BEGIN
     WHERE f.reason IS NULL;
     GET DIAGNOSTICS v_claimed = ROW_COUNT;
 
+    -- Open dead letters of rows now claimed: the commit resolves these.
+    INSERT INTO batch.dead_letter_resolution (batch_id, dead_letter_id)
+    SELECT p_batch_id, d.dead_letter_id
+    FROM preflight_candidate AS f
+    JOIN batch.dead_letter AS d
+      ON d.source_type = f.source_type AND d.source_id = f.source_id AND d.status = 'OPEN'
+    WHERE f.reason IS NULL;
+
     INSERT INTO batch.control_total AS ct (batch_id, source_type, currency, source_rows,
                                           source_amount)
     SELECT p_batch_id, k.source_type, coalesce(k.currency, ''), count(*),

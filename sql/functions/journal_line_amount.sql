@@ -4,7 +4,10 @@
 --   ratio line     = round(A * ratio, mu(currency)), round(A_f * ratio, mu(functional))
 --   balancing line = whatever makes debits equal credits, in each currency.
 -- Filters on source_type, source_id and txn_date are pushed below the window,
--- so a range or a single row is computed without touching the rest.
+-- so a range or a single row is computed without touching the rest. The
+-- functional currency is read by uncorrelated scalar subqueries (InitPlans,
+-- once per statement), not joined: a join to the one-row setting table
+-- costs a hash probe on every line.
 CREATE OR REPLACE VIEW gl.journal_line_amount AS
 SELECT l.source_type,
        l.source_id,
@@ -32,38 +35,42 @@ FROM (
            CASE a.side WHEN 'D' THEN a.line_amount ELSE -a.line_amount END     AS signed_amount,
            CASE a.side WHEN 'D' THEN a.line_amount_f ELSE -a.line_amount_f END AS signed_amount_f
     FROM (
-        SELECT x.source_type,
-               x.source_id,
-               x.txn_date,
-               x.txn_type,
-               x.currency,
-               x.amount,
-               x.fx_rate,
+        SELECT s.source_type,
+               s.source_id,
+               s.txn_date,
+               s.txn_type,
+               s.currency,
+               s.amount,
+               rate.fx_rate,
                x.amount_f,
                r.je_seq,
                r.line_no,
                r.account_code,
                r.side,
                r.ratio IS NULL                                AS is_balancing,
-               round(x.amount * r.ratio, x.minor_units)       AS line_amount,
-               round(x.amount_f * r.ratio, x.functional_mu)   AS line_amount_f
-        FROM (
-            SELECT s.*, c.minor_units, f.functional_mu, rate.fx_rate,
-                   round(s.amount * rate.fx_rate, f.functional_mu) AS amount_f
-            FROM subledger.source_transaction AS s
-            JOIN gl.currency AS c ON c.code = s.currency
-            CROSS JOIN (SELECT st.functional_currency, fc.minor_units AS functional_mu
-                        FROM gl.setting AS st
-                        JOIN gl.currency AS fc ON fc.code = st.functional_currency) AS f
-            LEFT JOIN gl.fx_rate AS fx
-                   ON fx.period = to_char(s.txn_date, 'YYYY-MM') AND fx.currency = s.currency
-            CROSS JOIN LATERAL (
-                SELECT coalesce(fx.rate, CASE WHEN s.currency = f.functional_currency
-                                              THEN 1::numeric END) AS fx_rate
-            ) AS rate
+               round(s.amount * r.ratio, c.minor_units)       AS line_amount,
+               -- The functional currency's minor units: an uncorrelated
+               -- subquery, so an InitPlan evaluated once per statement.
+               round(x.amount_f * r.ratio, (SELECT fc.minor_units FROM gl.setting AS st
+                                            JOIN gl.currency AS fc
+                                              ON fc.code = st.functional_currency))
+                                                              AS line_amount_f
+        FROM subledger.source_transaction AS s
+        JOIN gl.currency AS c ON c.code = s.currency
+        LEFT JOIN gl.fx_rate AS fx
+               ON fx.period = to_char(s.txn_date, 'YYYY-MM') AND fx.currency = s.currency
+        CROSS JOIN LATERAL (
+            SELECT coalesce(fx.rate, CASE WHEN s.currency = (SELECT st.functional_currency
+                                                            FROM gl.setting AS st)
+                                          THEN 1::numeric END) AS fx_rate
+        ) AS rate
+        CROSS JOIN LATERAL (
+            SELECT round(s.amount * rate.fx_rate,
+                         (SELECT fc.minor_units FROM gl.setting AS st
+                          JOIN gl.currency AS fc ON fc.code = st.functional_currency)) AS amount_f
         ) AS x
         JOIN gl.posting_rule AS r
-          ON r.source_type = x.source_type AND r.txn_type = x.txn_type
+          ON r.source_type = s.source_type AND r.txn_type = s.txn_type
     ) AS a
 ) AS l
 WINDOW w AS (PARTITION BY l.source_type, l.source_id, l.je_seq);
