@@ -1,5 +1,7 @@
 -- Marks a batch FAILED with the reason, remembering the status it had reached
--- so that resume continues from there. Leaves the ledger untouched.
+-- so that resume continues from there. Leaves the ledger untouched. The first
+-- failure is the cause; a batch already FAILED keeps its error (a worker whose
+-- range was cut short by that failure must not replace it).
 CREATE OR REPLACE PROCEDURE batch.fail_batch(p_batch_id bigint, p_error text)
 LANGUAGE plpgsql
 SECURITY DEFINER
@@ -7,11 +9,11 @@ SET search_path = pg_catalog, pg_temp
 AS $$
 BEGIN
     UPDATE batch.run
-       SET failed_status = CASE WHEN status = 'FAILED' THEN failed_status ELSE status END,
+       SET failed_status = status,
            status = 'FAILED',
            error = p_error,
            finished_at = clock_timestamp()
-     WHERE batch_id = p_batch_id AND status NOT IN ('COMMITTED', 'CANCELLED');
+     WHERE batch_id = p_batch_id AND status NOT IN ('COMMITTED', 'CANCELLED', 'FAILED');
     IF FOUND THEN
         PERFORM batch.log_event(p_batch_id, 'BATCH_FAILED', p_error, '{}', 'ERROR');
         PERFORM audit.append('VALIDATION_FAILURE',

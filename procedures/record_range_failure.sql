@@ -3,7 +3,9 @@
 -- backoff (1 s, 2 s, 4 s... capped at 60 s); at the last attempt the range is
 -- FAILED and so is the batch, naming the range and the error. p_attempt is the
 -- attempt number claim_range returned: a failure reported late, after another
--- worker re-claimed the range, changes nothing.
+-- worker re-claimed the range, changes nothing. An attempt cut short because
+-- the batch left ALLOCATED (another range failed it, or it was cancelled) is
+-- not the range's failure: the range goes back to PENDING, the attempt unspent.
 CREATE OR REPLACE PROCEDURE batch.record_range_failure(
     p_range_id bigint,
     p_attempt  integer,
@@ -13,8 +15,9 @@ SECURITY DEFINER
 SET search_path = pg_catalog, pg_temp
 AS $$
 DECLARE
-    v_range batch.range%ROWTYPE;
-    v_max   integer;
+    v_range  batch.range%ROWTYPE;
+    v_max    integer;
+    v_status text;
 BEGIN
     SELECT rg.* INTO v_range FROM batch.range AS rg WHERE rg.range_id = p_range_id FOR UPDATE;
     IF NOT FOUND OR v_range.status <> 'RUNNING' OR v_range.attempts <> p_attempt THEN
@@ -25,7 +28,14 @@ BEGIN
     IF batch.range_claim_held(p_range_id, pg_backend_pid()) THEN
         PERFORM pg_advisory_unlock(1836938356, p_range_id::integer);
     END IF;
-    SELECT r.max_attempts INTO v_max FROM batch.run AS r WHERE r.batch_id = v_range.batch_id;
+    SELECT r.max_attempts, r.status INTO v_max, v_status
+      FROM batch.run AS r WHERE r.batch_id = v_range.batch_id;
+    IF v_status <> 'ALLOCATED' THEN
+        UPDATE batch.range
+           SET status = 'PENDING', attempts = attempts - 1, worker_pid = NULL
+         WHERE range_id = p_range_id;
+        RETURN;
+    END IF;
 
     PERFORM batch.record_check(v_range.batch_id, p_range_id, 'range', 'range_attempt', false,
                                'attempt ' || p_attempt || ' succeeds', p_error);
