@@ -20,7 +20,13 @@ BEGIN ATOMIC
         FROM audit.log AS l
     ), problems AS (
         SELECT c.seq, 'SEQUENCE_GAP' AS problem,
-               format('row %s follows row %s', c.seq, coalesce(c.previous_seq, 0)) AS detail
+               format('row %s follows row %s: %s', c.seq, coalesce(c.previous_seq, 0),
+                      CASE WHEN c.seq - coalesce(c.previous_seq, 0) = 2
+                           THEN format('row %s is missing', c.seq - 1)
+                           WHEN c.seq > coalesce(c.previous_seq, 0) + 1
+                           THEN format('rows %s..%s are missing',
+                                       coalesce(c.previous_seq, 0) + 1, c.seq - 1)
+                           ELSE 'the chain starts at row 1' END) AS detail
         FROM chain AS c WHERE c.seq <> coalesce(c.previous_seq, 0) + 1
         UNION ALL
         SELECT c.seq, 'BROKEN_LINK',

@@ -1,6 +1,6 @@
 -- Phase 8, after the commit: planner statistics for the batch's new
--- partitions, and the batch's KPIs recorded in batch.run.phase_seconds and
--- the timeline. Safe to run again.
+-- partitions, and the batch's KPIs recorded in batch.kpi, batch.run.phase_seconds
+-- and the timeline. Safe to run again.
 CREATE OR REPLACE PROCEDURE batch.post_process(p_batch_id bigint)
 LANGUAGE plpgsql
 SECURITY DEFINER
@@ -24,6 +24,8 @@ BEGIN
                        'journal_entry_line_' || v_suffix || '_b' || p_batch_id);
     END IF;
     PERFORM batch.record_phase_time(p_batch_id, 'post_processing', v_started);
+    -- After the phase time, so the KPIs include post-processing.
+    PERFORM batch.record_kpi(p_batch_id);
 
     v_seconds := extract(epoch FROM v_run.finished_at - v_run.started_at);
     PERFORM batch.log_event(p_batch_id, 'POST_PROCESSED',

@@ -40,7 +40,20 @@ RUN_ROUTINES = [
     "gl.ensure_period_partitions(text)",
     "batch.range_claim_held(bigint,integer)",
 ]
-VERIFY_ROUTINES = ["audit.verify_chain()", "audit.verify_batch(bigint)", "audit.head()"]
+VERIFY_ROUTINES = ["audit.verify_chain()", "audit.verify_batch(bigint)", "audit.head()",
+                   "audit.verify_ledger()", "audit.verify_kept_head(bigint,text)",
+                   # The one write an auditor makes: a VERIFICATION_RUN event.
+                   "audit.record_verification(jsonb)"]
+# The compliance reports (sql/views/): read-only SQL functions. The runner may run
+# those that read what it can read; the integrity report reads audit.log.
+RUNNER_REPORTS = ["gl.large_transaction_report(text,numeric)",
+                  "gl.high_value_transaction_report(text,numeric)", "gl.trial_balance(text)"]
+AUDITOR_REPORTS = [*RUNNER_REPORTS, "audit.integrity_report(text)"]
+# Observability (sql/views/): read-only functions behind the dashboard, KPIs and
+# health, for both roles; the runner also records alerts and KPIs.
+OBSERVE_ROUTINES = ["batch.dashboard(bigint)", "batch.compute_kpi(bigint)",
+                    "batch.statement_stats(integer)", "batch.monitor_setting_value(text)"]
+RUNNER_OBSERVE = [*OBSERVE_ROUTINES, "batch.evaluate_alerts(bigint)", "batch.record_kpi(bigint)"]
 # Pure functions giving the canonical text an auditor hashes to check a seal.
 CANONICAL_PREFIX = "audit.canonical_"
 
@@ -141,9 +154,11 @@ def test_privilege_inventory(posted: int, conn: psycopg.Connection) -> None:
     for row in executable:
         by_role.setdefault(row["role"], set()).add(row["routine"])
     canonical = {r for r in by_role.get(AUDITOR, set()) if r.startswith(CANONICAL_PREFIX)}
-    assert by_role.get(AUDITOR, set()) == set(VERIFY_ROUTINES) | canonical
+    assert by_role.get(AUDITOR, set()) == (set(VERIFY_ROUTINES) | set(AUDITOR_REPORTS)
+                                           | set(OBSERVE_ROUTINES) | canonical)
     assert by_role.get(RUNNER, set()) >= set(RUN_ROUTINES) | set(VERIFY_ROUTINES)
-    assert by_role.get(RUNNER, set()) - set(RUN_ROUTINES) - set(VERIFY_ROUTINES) == canonical
+    assert (by_role.get(RUNNER, set()) - set(RUN_ROUTINES) - set(VERIFY_ROUTINES)
+            - set(RUNNER_REPORTS) - set(RUNNER_OBSERVE)) == canonical
     # Nothing is callable by everyone: EXECUTE is granted on purpose or not at all.
     assert "public" not in by_role, sorted(by_role["public"])
 

@@ -10,11 +10,13 @@ import sys
 import time
 from collections.abc import Callable
 from decimal import Decimal
+from pathlib import Path
 from typing import Any
 
 import click
 
-from monthend import db, migrate, runner
+from monthend import db, migrate, report, runner
+from monthend import verify as verification
 from monthend.display import RunDisplay
 from monthend.embedded import EmbeddedCluster
 from monthend.errors import ConfigurationError, MonthendError, RunFailed
@@ -289,12 +291,16 @@ def status(ctx: click.Context, batch_id: int | None, as_json: bool) -> None:
                                          "`monthend run --period YYYY-MM`.")
             batch_id = latest["batch_id"]
         checks = db.call(conn, "validation_results", batch_id=batch_id)
+        kpi = db.call_one(conn, "batch_kpi", batch_id=batch_id)
     result = runner.summary(target, batch_id)
     result["checks"] = checks
+    result["kpi"] = kpi["kpi"] if kpi else None
     if as_json:
         emit_json(result)
     else:
         click.echo(_summary_text(result))
+        if result["kpi"]:
+            click.echo(_kpi_text(result["kpi"]))
         for check in checks:
             click.echo(f"  {check['status']:<4} {check['phase']:<10} {check['check_name']:<24} "
                        f"{check['actual'] or ''}")
@@ -332,39 +338,149 @@ def dlq_list(ctx: click.Context, batch_id: int | None, limit: int, as_json: bool
 @main.command()
 @click.option("--batch", "batch_id", type=int, default=None,
               help="Verify this batch's seal (default: every committed batch).")
+@click.option("--head-file", type=click.Path(dir_okay=False, path_type=Path), default=None,
+              help="A chain head kept outside the database (JSON: seq, hash). If the file "
+                   "exists, that head must still be in the chain; when verification passes "
+                   "the file is replaced with the current head.")
+@click.option("--no-record", is_flag=True,
+              help="Do not record the run in the audit chain (e.g. on a read-only standby).")
 @json_option
 @click.pass_context
 @handle_errors
-def verify(ctx: click.Context, batch_id: int | None, as_json: bool) -> None:
+def verify(ctx: click.Context, batch_id: int | None, head_file: Path | None, no_record: bool,
+           as_json: bool) -> None:
     """Run the audit verification functions; exit 1 on any problem."""
     target = target_of(ctx)
-    with db.connect(target, autocommit=False) as conn:
-        conn.read_only = True
-        conn.isolation_level = 3  # REPEATABLE READ: one snapshot for every check
-        chain = db.call(conn, "verify_chain")
-        batches = ([batch_id] if batch_id is not None else
-                   [r["batch_id"] for r in db.call(conn, "committed_batches")])
-        batch_problems = {b: db.call(conn, "verify_batch", batch_id=b) for b in batches}
-        head = db.call_one(conn, "audit_head")
-        conn.rollback()
-    ok = not chain and not any(batch_problems.values())
-    result = {"ok": ok, "chain_problems": chain,
-              "batch_problems": {str(k): v for k, v in batch_problems.items()},
-              "batches_verified": batches, "head": head}
+    result = verification.verify(target, batch_id, head_file, record_run=not no_record)
     if as_json:
         emit_json(result)
     else:
-        for problem in chain:
-            click.echo(f"chain row {problem['seq']}: {problem['problem']}: {problem['detail']}")
-        for b, problems in batch_problems.items():
-            for problem in problems:
-                click.echo(f"batch {b} range {problem['range_no']}: {problem['problem']}: "
-                           f"{problem['detail']}")
-        verdict = "OK" if ok else "PROBLEMS FOUND"
-        click.echo(f"{verdict}: chain and {len(batches)} batch seal(s) verified; head "
-                   f"{head['seq'] if head else 0} {head['hash'] if head else ''}")
-    if not ok:
+        click.echo(verification.text(result))
+    if result["record_error"]:
+        click.echo(f"monthend: verification not recorded in the audit chain: "
+                   f"{result['record_error']}", err=True)
+    if not result["ok"]:
         sys.exit(1)
+
+
+def _kpi_text(kpi: dict[str, Any]) -> str:
+    def pct(value: Any) -> str:
+        return "-" if value is None else f"{float(value):.0f}%"
+
+    window = "within" if kpi["within_target_window"] else (
+        "over; within the hard window" if kpi["within_hard_window"] else "OVER THE HARD WINDOW")
+    return (f"  kpi: {float(kpi['total_seconds']):.1f} s = "
+            f"{pct(kpi['percent_of_target_window'])} of the "
+            f"{float(kpi['target_window_seconds']) / 60:g} min target window ({window}); "
+            f"{float(kpi['source_rows_per_second'] or 0):,.0f} source rows/s = "
+            f"{pct(kpi['percent_of_target_throughput'])} of target; "
+            f"{float(kpi['worker_rows_per_second'] or 0):,.0f} rows/s a worker = "
+            f"{pct(kpi['worker_efficiency_percent'])} of target; "
+            f"{kpi['ranges_failed']} ranges failed, {kpi['ranges_retried']} retried; "
+            f"dead letters {kpi['dead_letter_rate_percent'] or 0}%")
+
+
+# Observability: live dashboard, Prometheus metrics, database health, tuning.
+
+@main.command()
+@click.argument("batch_id", type=int, required=False)
+@click.option("--interval", type=click.FloatRange(min=0.5), default=2.0, show_default=True,
+              help="Seconds between refreshes.")
+@click.option("--once", is_flag=True, help="Print one frame and exit (scripts, tests).")
+@json_option
+@click.pass_context
+@handle_errors
+def watch(ctx: click.Context, batch_id: int | None, interval: float, once: bool,
+          as_json: bool) -> None:
+    """Live dashboard of a batch (default: follow the latest), read from the database."""
+    from rich.console import Console
+
+    from monthend import dashboard
+
+    target = target_of(ctx, announce=False)
+    if once or as_json:
+        with db.connect(target, application_name="monthend watch") as conn:
+            data = dashboard.fetch(conn, batch_id)
+        if as_json:
+            emit_json(data)
+        else:
+            console = Console()
+            console.print(dashboard.render(data, console.width, console.height))
+        return
+    dashboard.watch(target, batch_id, interval)
+
+
+@main.command()
+@click.option("--batch", "batch_id", type=int, default=None,
+              help="Export this batch (default: the latest, followed as new ones start).")
+@click.option("--port", type=click.IntRange(1, 65535), default=None,
+              help="Serve /metrics on this port until interrupted.")
+@click.option("--address", default="127.0.0.1", show_default=True,
+              help="With --port: the address to listen on (0.0.0.0 for every interface).")
+@click.option("--textfile", type=click.Path(dir_okay=False, writable=True), default=None,
+              help="Write the metrics to this file (node_exporter textfile collector) and exit.")
+@click.pass_context
+@handle_errors
+def metrics(ctx: click.Context, batch_id: int | None, port: int | None, address: str,
+            textfile: str | None) -> None:
+    """Prometheus metrics of the batch and the database (stdout by default)."""
+    from monthend import metrics as exporter
+
+    if port is not None and textfile is not None:
+        raise click.UsageError("--port and --textfile exclude each other.")
+    target = target_of(ctx, announce=False)
+    if textfile is not None:
+        exporter.write_textfile(target, textfile, batch_id)
+    elif port is not None:
+        click.echo(f"serving http://{address}:{port}/metrics; Ctrl-C stops", err=True)
+        exporter.serve(target, address, port, batch_id)
+    else:
+        click.echo(exporter.exposition(target, batch_id), nl=False)
+
+
+@main.command()
+@json_option
+@click.pass_context
+@handle_errors
+def health(ctx: click.Context, as_json: bool) -> None:
+    """Database health, 0-100, with the reasons; exit 1 when a check is CRITICAL."""
+    from monthend import health as health_report
+
+    result = health_report.report(target_of(ctx, announce=False))
+    if as_json:
+        emit_json(result)
+    else:
+        click.echo(health_report.text(result))
+    if result["status"] == "CRITICAL":
+        sys.exit(1)
+
+
+@main.command()
+@click.option("--ram", required=True, help="The server's memory, e.g. 256GB.")
+@click.option("--cores", type=click.IntRange(1, 1024), required=True,
+              help="The server's CPU cores.")
+@click.option("--workers", type=click.IntRange(1, 256), default=None,
+              help="Range workers the run will use (default: one per core).")
+@click.option("--storage", type=click.Choice(["ssd", "hdd"]), default="ssd", show_default=True)
+@click.option("--day-connections", type=click.IntRange(1, 10000), default=200,
+              show_default=True, help="max_connections outside the window (--restore).")
+@click.option("--restore", is_flag=True, help="The settings to restore after the window.")
+@json_option
+@handle_errors
+def tune(ram: str, cores: int, workers: int | None, storage: str, day_connections: int,
+         restore: bool, as_json: bool) -> None:
+    """postgresql.conf fragment for the batch window, sized from the machine."""
+    from monthend import tune as tuning
+
+    machine = tuning.Machine(ram=tuning.parse_size(ram), cores=cores,
+                             workers=workers or cores, storage=storage,
+                             day_connections=day_connections)
+    if as_json:
+        values = tuning.settings(machine)
+        emit_json({"ram_bytes": machine.ram, "cores": cores, "workers": machine.workers,
+                   "window": values["window"], "restore": values["restore"]})
+    else:
+        click.echo(tuning.render(machine, restore=restore), nl=False)
 
 
 @main.group("db")
@@ -395,6 +511,43 @@ def db_stop() -> None:
         click.echo(f"monthend: {exc}", err=True)
         sys.exit(exc.exit_code)
     click.echo("embedded cluster stopped" if stopped else "embedded cluster was not running")
+
+
+def _threshold(_ctx: click.Context, _param: click.Parameter, value: str | None) -> Decimal | None:
+    try:
+        amount = None if value is None else Decimal(value)
+    except ArithmeticError:
+        amount = Decimal("NaN")
+    if amount is not None and not amount.is_finite():
+        raise click.BadParameter(f"{value!r} is not an amount, e.g. 10000")
+    return amount
+
+
+@main.command("report")
+@click.argument("name", type=click.Choice(report.NAMES))
+@period_option
+@click.option("--threshold", callback=_threshold, default=None,
+              help="large-transactions and high-value: the threshold in functional currency "
+                   "(default 10000 and 50000).")
+@json_option
+@click.option("--csv", "as_csv", is_flag=True, help="Print CSV on stdout.")
+@click.pass_context
+@handle_errors
+def report_cmd(ctx: click.Context, name: str, period: str, threshold: Decimal | None,
+               as_json: bool, as_csv: bool) -> None:
+    """Compliance report of a period, read only: large-transactions, high-value,
+    trial-balance, integrity. Exit 1 when its checks fail."""
+    if as_json and as_csv:
+        raise click.UsageError("--json and --csv exclude each other.")
+
+    def output_started() -> None:
+        global _json_emitted
+        _json_emitted = True
+
+    fmt = "json" if as_json else "csv" if as_csv else "table"
+    if not report.run(target_of(ctx), name, period, fmt, threshold,
+                      on_output=output_started):
+        sys.exit(1)
 
 
 if __name__ == "__main__":

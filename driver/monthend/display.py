@@ -1,4 +1,5 @@
-"""Progress for a run: a rich progress bar with throughput and ETA on a terminal,
+"""Progress for a run: on a terminal the live dashboard of `monthend watch` while
+ranges are processed (a rich progress bar if the dashboard cannot be read),
 plain timestamped lines otherwise (logs, schedulers)."""
 
 from __future__ import annotations
@@ -7,7 +8,9 @@ import sys
 import time
 from typing import Any
 
+import psycopg
 from rich.console import Console
+from rich.live import Live
 from rich.progress import (
     BarColumn,
     MofNCompleteColumn,
@@ -18,7 +21,11 @@ from rich.progress import (
     TimeRemainingColumn,
 )
 
+from monthend import dashboard
+from monthend.errors import MonthendError
 from monthend.runner import Progress as ProgressHooks
+
+DASHBOARD_SECONDS = 2.0
 
 
 class RunDisplay:
@@ -32,9 +39,41 @@ class RunDisplay:
         self._task = None
         self._last_plain = 0.0
         self._started = time.monotonic()
+        self._live: Live | None = None
+        self._dashboard_failed = False
+        self._next_frame = 0.0
 
     def hooks(self) -> ProgressHooks:
-        return ProgressHooks(on_phase=self.phase, on_ranges=self.ranges)
+        return ProgressHooks(on_phase=self.phase, on_ranges=self.ranges, on_tick=self.tick)
+
+    def tick(self, conn: psycopg.Connection, batch_id: int) -> None:
+        """Redraw the dashboard from the database every DASHBOARD_SECONDS."""
+        if not self.interactive or self._dashboard_failed:
+            return
+        if time.monotonic() < self._next_frame:
+            return
+        self._next_frame = time.monotonic() + DASHBOARD_SECONDS
+        try:
+            data = dashboard.fetch(conn, batch_id)
+        except MonthendError:
+            # An older schema without batch.dashboard: keep the progress bar.
+            self._dashboard_failed = True
+            return
+        if self._live is None:
+            if self._progress is not None:
+                self._progress.stop()
+                self._progress = None
+            self._live = Live(console=self.console, auto_refresh=False, transient=False,
+                              vertical_overflow="crop")
+            self._live.start()
+        frame = dashboard.render(data, self.console.width, max(self.console.height - 1, 3),
+                                 footer="Ctrl-C stops the driver; `monthend resume` continues")
+        self._live.update(frame, refresh=True)
+
+    def _stop_live(self) -> None:
+        if self._live is not None:
+            self._live.stop()
+            self._live = None
 
     def phase(self, name: str) -> None:
         if self.quiet:
@@ -42,6 +81,8 @@ class RunDisplay:
         if self._progress is not None and name != "processing":
             self._progress.stop()
             self._progress = None
+        if name != "processing":
+            self._stop_live()
         self.console.print(f"[bold]{time.strftime('%H:%M:%S')}[/] phase: {name}",
                            highlight=False)
 
@@ -50,6 +91,10 @@ class RunDisplay:
             return
         total = row["claimed_rows"] or 0
         done = row["rows_done"] or 0
+        if self.interactive and self._live is not None:
+            if row["ranges_done"] == row["range_count"]:
+                self._next_frame = 0.0  # the last frame shows every range done
+            return  # the dashboard shows the ranges
         if self.interactive:
             if self._progress is None:
                 self._progress = Progress(
@@ -73,6 +118,7 @@ class RunDisplay:
                   f" elapsed {elapsed:.0f}s", file=sys.stderr, flush=True)
 
     def close(self) -> None:
+        self._stop_live()
         if self._progress is not None:
             self._progress.stop()
             self._progress = None

@@ -109,3 +109,114 @@ SELECT * FROM audit.head();
 -- name: committed_batches
 -- Every committed batch, for verifying them all.
 SELECT batch_id FROM batch.run WHERE status = 'COMMITTED' ORDER BY batch_id;
+
+-- Observability (monthend watch, metrics, health; alerts in the run's monitor):
+-- reads of the views and functions in sql/views/.
+
+-- name: dashboard
+-- Everything the dashboard shows about a batch, one JSON document.
+SELECT batch.dashboard(%(batch_id)s) AS dashboard;
+
+-- name: evaluate_alerts
+-- Judge a batch's alerts; records each change of state once as an event.
+SELECT batch.evaluate_alerts(%(batch_id)s) AS recorded;
+
+-- name: batch_kpi
+-- A batch's KPIs: recorded at post-processing, else as they are now.
+SELECT kpi, recorded_at FROM batch.kpi_report WHERE batch_id = %(batch_id)s;
+
+-- name: batch_metrics
+-- A batch's live measures.
+SELECT * FROM batch.batch_metrics WHERE batch_id = %(batch_id)s;
+
+-- name: alert_evaluation
+-- A batch's alerts judged now (severity NULL: fine or not applicable).
+SELECT alert, severity, value, unit, warning, critical, applicable
+FROM batch.alert_evaluation WHERE batch_id = %(batch_id)s ORDER BY alert;
+
+-- name: alert_thresholds
+-- The configured alert thresholds.
+SELECT alert, metric, direction, warning, critical, unit, after_warmup, enabled, action
+FROM batch.alert_threshold ORDER BY alert;
+
+-- name: database_stats
+-- Connections and cache hit ratio of the database, for the metrics exporter.
+SELECT (SELECT count(*) FROM pg_stat_activity
+        WHERE backend_type = 'client backend') AS connections,
+       (SELECT count(*) FROM pg_stat_activity
+        WHERE backend_type = 'client backend'
+          AND application_name LIKE 'monthend%%') AS monthend_connections,
+       current_setting('max_connections')::integer AS max_connections,
+       (SELECT count(*) FROM batch.health_lock_waits) AS lock_waiters,
+       (SELECT round(blks_hit::numeric / nullif(blks_hit + blks_read, 0), 4)
+        FROM pg_stat_database WHERE datname = current_database()) AS cache_hit_ratio;
+
+-- name: health_score
+-- The health score, its worst status and the reasons.
+SELECT score, status, reasons FROM batch.health_score;
+
+-- name: health_checks
+-- Every health check with its penalty.
+SELECT check_name, status, penalty, value, detail, action FROM batch.health_check;
+
+-- name: health_connections
+-- Client connections by database, user, application and state.
+SELECT * FROM batch.health_connections;
+
+-- name: health_cache
+-- Buffer cache hit ratios.
+SELECT * FROM batch.health_cache;
+
+-- name: health_lock_waits
+-- Sessions waiting for locks and their blocking chains.
+SELECT * FROM batch.health_lock_waits;
+
+-- name: health_slow_statements
+-- The statements with the most execution time, or a note.
+SELECT * FROM batch.health_slow_statements LIMIT %(limit)s;
+
+-- name: health_bloat
+-- The relations with the most estimated bloat.
+SELECT * FROM batch.health_bloat WHERE estimated_bloat_bytes > 0 LIMIT %(limit)s;
+
+-- Compliance reports (monthend report): each one call of a report function in
+-- sql/views/, run in one read-only REPEATABLE READ transaction.
+
+-- name: report_period
+-- The period a report is asked for, and the functional currency amounts are in.
+SELECT ap.period, ap.status, ap.start_date, ap.end_date, st.functional_currency
+FROM gl.setting AS st
+JOIN gl.accounting_period AS ap ON ap.period = %(period)s;
+
+-- name: report_large_transactions
+-- Source rows of the period at or above the threshold in functional currency.
+SELECT * FROM gl.large_transaction_report(%(period)s, %(threshold)s);
+
+-- name: report_high_value
+-- The same at the high-value threshold.
+SELECT * FROM gl.high_value_transaction_report(%(period)s, %(threshold)s);
+
+-- name: report_trial_balance
+-- Per-account movements of the period and the checks that they balance.
+SELECT * FROM gl.trial_balance(%(period)s);
+
+-- name: report_integrity
+-- The period's batches, their seals and the verification of each.
+SELECT * FROM audit.integrity_report(%(period)s);
+
+-- Audit verification (monthend verify): the checks run together in one
+-- read-only REPEATABLE READ transaction (verify_chain, verify_batch,
+-- audit_head and committed_batches above, and these); the run is recorded
+-- afterwards in a transaction of its own.
+
+-- name: verify_ledger
+-- Every problem with the ledger as a whole (none: all is well).
+SELECT * FROM audit.verify_ledger();
+
+-- name: verify_kept_head
+-- Whether a head kept outside the database is still in the chain (none: it is).
+SELECT * FROM audit.verify_kept_head(%(seq)s, %(hash)s);
+
+-- name: record_verification
+-- Record a verification run in the audit chain as a VERIFICATION_RUN event.
+SELECT audit.record_verification(%(result)s::jsonb) AS seq;

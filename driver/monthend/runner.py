@@ -21,6 +21,8 @@ DEFAULT_RANGE_SIZE = 10_000
 DEFAULT_MAX_ATTEMPTS = 3
 RECONNECT_SECONDS = 30.0
 IDLE_POLL_SECONDS = 0.25
+# How often the monitor has the database judge the batch's alerts.
+ALERT_SECONDS = 5.0
 
 
 @dataclass
@@ -37,6 +39,8 @@ class Progress:
 
     on_phase: Callable[[str], None] = lambda phase: None
     on_ranges: Callable[[dict[str, Any]], None] = lambda snapshot: None
+    # Each monitor tick, with the monitor's connection: the live dashboard reads it.
+    on_tick: Callable[[psycopg.Connection, int], None] = lambda conn, batch_id: None
 
 
 @dataclass
@@ -136,6 +140,15 @@ def _rate(count: int | None, seconds: float | None) -> float | None:
     return round((count or 0) / seconds, 1) if seconds else None
 
 
+def _evaluate_alerts(conn: psycopg.Connection, batch_id: int) -> None:
+    """Have the database record alerts that changed (batch.evaluate_alerts).
+
+    Alerts inform operators; a failure to evaluate them must not stop the run.
+    """
+    with contextlib.suppress(MonthendError):
+        db.call(conn, "evaluate_alerts", batch_id=batch_id)
+
+
 def _close_quietly(conn: psycopg.Connection | None) -> None:
     if conn is not None:
         with contextlib.suppress(psycopg.Error):
@@ -153,11 +166,18 @@ def process_ranges(target: db.Target, batch_id: int, workers: int, worker_prefix
         thread.start()
     try:
         with db.connect(target, application_name="monthend monitor") as monitor:
+            next_alerts = 0.0
             while any(t.is_alive() for t in threads):
+                if time.monotonic() >= next_alerts:
+                    next_alerts = time.monotonic() + ALERT_SECONDS
+                    _evaluate_alerts(monitor, batch_id)
+                progress.on_tick(monitor, batch_id)
                 progress.on_ranges(_status(monitor, batch_id))
                 for thread in threads:
                     thread.join(timeout=0.5 / max(len(threads), 1))
+            _evaluate_alerts(monitor, batch_id)
             progress.on_ranges(_status(monitor, batch_id))
+            progress.on_tick(monitor, batch_id)
     finally:
         stop.set()
         for thread in threads:

@@ -1,0 +1,500 @@
+"""Compliance reports of a period: ``monthend report NAME --period P``.
+
+Each report is one SQL function in ``sql/views/`` (auditors call the same ones
+from psql); this module runs it in one read-only REPEATABLE READ transaction,
+so every figure of a report comes from one snapshot, and prints the rows as a
+table (rich on a terminal, plain columns otherwise), one JSON document, or CSV.
+Rows are streamed from the server: a period's large transactions can run to
+millions at 10M source rows, and neither the JSON nor the CSV holds them in
+memory. Amounts are written exactly (JSON numbers with every decimal, never
+floats): these are figures an auditor reconciles to the cent.
+
+``run`` returns whether the report's checks hold; the CLI exits 1 when they do
+not: a trial balance that does not balance, a committed batch that fails
+verification, a large transaction claimed by a committed batch but missing
+from the ledger.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import sys
+from collections import Counter
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from datetime import date, datetime
+from decimal import Decimal
+from typing import Any, TextIO
+
+import psycopg
+from rich.console import Console
+from rich.table import Table
+
+from monthend import db
+from monthend.errors import ConfigurationError
+from monthend.queries import query
+
+# The cash-reporting thresholds, in functional currency. The SQL functions'
+# p_threshold defaults are the same numbers (tests/test_reports.py holds them
+# equal), so psql and the CLI report the same rows.
+DEFAULT_THRESHOLDS = {"large-transactions": Decimal("10000"), "high-value": Decimal("50000")}
+FORMATS = ("table", "json", "csv")
+# Rows fetched a round trip while streaming.
+STREAM_ROWS = 2000
+# A terminal table of more rows than this is not read; the rest are counted and
+# the footer says how to get them all.
+TERMINAL_ROWS = 1000
+# Plain columns are sized on this many leading rows, then streamed.
+PLAIN_SIZING_ROWS = 500
+
+Row = dict[str, Any]
+
+
+# --------------------------------------------------------------------------- values
+
+
+def _text(value: Any) -> str:
+    """A value as a person reads it in a table."""
+    if value is None:
+        return ""
+    if isinstance(value, bool):
+        return "yes" if value else "NO"
+    if isinstance(value, Decimal):
+        return f"{value:,f}" if value.is_finite() else str(value)
+    if isinstance(value, datetime):
+        return value.isoformat(sep=" ", timespec="seconds")
+    if isinstance(value, date):
+        return value.isoformat()
+    if isinstance(value, list | tuple):
+        return " ".join(_text(v) for v in value)
+    return str(value)
+
+
+def _csv_value(value: Any) -> str:
+    if value is None:
+        return ""
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, Decimal):
+        return format(value, "f")
+    if isinstance(value, datetime | date):
+        return value.isoformat()
+    if isinstance(value, list | tuple):
+        return " ".join(_csv_value(v) for v in value)
+    return str(value)
+
+
+def json_value(value: Any) -> str:
+    """JSON text of a value; a Decimal becomes a JSON number with all its digits."""
+    return _JSON_ENCODERS.get(type(value), _json_other)(value)
+
+
+def _json_decimal(value: Decimal) -> str:
+    return format(value, "f") if value.is_finite() else json.dumps(str(value))
+
+
+def _json_other(value: Any) -> str:
+    if isinstance(value, Decimal):
+        return _json_decimal(value)
+    if isinstance(value, datetime | date):
+        return json.dumps(value.isoformat())
+    if isinstance(value, list | tuple):
+        return "[" + ", ".join(json_value(v) for v in value) + "]"
+    if isinstance(value, dict):
+        return "{" + ", ".join(f"{_json_string(str(k))}: {json_value(v)}"
+                               for k, v in value.items()) + "}"
+    return json.dumps(value)
+
+
+_json_string = json.encoder.encode_basestring_ascii
+# Dispatch on the exact type: millions of values go through here.
+_JSON_ENCODERS: dict[type, Callable[[Any], str]] = {
+    str: _json_string,
+    int: str,
+    bool: lambda v: "true" if v else "false",
+    type(None): lambda _v: "null",
+    Decimal: _json_decimal,
+    date: lambda v: f'"{v.isoformat()}"',
+    datetime: lambda v: f'"{v.isoformat()}"',
+}
+
+
+# --------------------------------------------------------------------------- reports
+
+
+@dataclass(frozen=True)
+class Column:
+    header: str
+    value: Callable[[Row], Any]
+    numeric: bool = False
+
+
+def _where(row: Row) -> str:
+    """Where a large transaction went, in a few words."""
+    status, batch = row["status"], row["batch_id"]
+    if status == "POSTED":
+        last = row["last_je_number"] or ""
+        tail = last.rpartition("-")[2] if row["entries"] and row["entries"] > 1 else None
+        return f"batch {batch}: {row['first_je_number']}" + (f"..{tail}" if tail else "")
+    if status == "DEAD_LETTER":
+        return f"{row['dead_letter_reason']} (batch {batch})"
+    if status == "PENDING":
+        return f"batch {batch}, not committed yet"
+    if status == "NOT_IN_LEDGER":
+        return f"batch {batch} committed it, no entries found"
+    return ""
+
+
+TRANSACTION_COLUMNS = (
+    Column("date", lambda r: r["txn_date"]),
+    Column("source", lambda r: r["source_type"]),
+    Column("id", lambda r: r["source_id"], numeric=True),
+    Column("policy", lambda r: r["policy_id"], numeric=True),
+    Column("txn type", lambda r: r["txn_type"]),
+    Column("lob", lambda r: r["line_of_business"]),
+    Column("amount", lambda r: r["amount"], numeric=True),
+    Column("cur", lambda r: r["currency"]),
+    Column("functional", lambda r: r["functional_amount"] if r["fx_rate"] is not None
+           else "no FX rate", numeric=True),
+    Column("status", lambda r: r["status"]),
+    Column("where", _where),
+)
+
+ACCOUNT_COLUMNS = (
+    Column("account", lambda r: r["account_code"] if r["row_kind"] == "ACCOUNT" else "TOTAL"),
+    Column("name", lambda r: r["account_name"] or r["detail"] or ""),
+    Column("type", lambda r: r["account_type"]),
+    Column("lines", lambda r: r["lines"], numeric=True),
+    Column("debit", lambda r: r["debit"], numeric=True),
+    Column("credit", lambda r: r["credit"], numeric=True),
+    Column("balance", lambda r: r["balance"], numeric=True),
+)
+
+CHECK_COLUMNS = (
+    Column("check", lambda r: r["row_kind"]),
+    Column("of", lambda r: r["batch_id"] if r["row_kind"] == "BATCH" else r["currency"]),
+    Column("debit", lambda r: r["debit"], numeric=True),
+    Column("credit", lambda r: r["credit"], numeric=True),
+    Column("difference", lambda r: r["balance"], numeric=True),
+    Column("balanced", lambda r: r["balanced"]),
+    Column("detail", lambda r: r["detail"]),
+)
+
+INTEGRITY_COLUMNS = (
+    Column("batch", lambda r: r["batch_id"], numeric=True),
+    Column("status", lambda r: r["status"]),
+    Column("committed at", lambda r: r["committed_at"]),
+    Column("entries", lambda r: r["entries"], numeric=True),
+    Column("je numbers", lambda r: f"{r['first_je_number']}..{r['last_je_number']}"
+           if r["first_je_number"] else ""),
+    Column("digest", lambda r: (r["digest"] or "")[:16]),
+    Column("seal", lambda r: r["seal_seq"], numeric=True),
+    Column("seal hash", lambda r: (r["seal_hash"] or "")[:16]),
+    Column("chain", lambda r: r["chain_ok"]),
+    Column("numbers", lambda r: r["numbering_ok"]),
+    Column("problems", lambda r: r["problems"], numeric=True),
+    Column("ok", lambda r: r["ok"] if r["ok"] is not None else "n/a"),
+)
+
+
+@dataclass
+class Summary:
+    """Totals gathered while the rows stream past; the report's verdict."""
+
+    kind: str
+    rows: int = 0
+    by_status: Counter = field(default_factory=Counter)
+    functional_amount: Decimal = Decimal(0)
+    unassessed: int = 0
+    failed: list[str] = field(default_factory=list)
+    total: Row | None = None
+    committed: int = 0
+    problems: int = 0
+
+    def add(self, row: Row) -> None:
+        self.rows += 1
+        if self.kind == "transactions":
+            self.by_status[row["status"]] += 1
+            if row["functional_amount"] is None:
+                self.unassessed += 1
+            else:
+                self.functional_amount += row["functional_amount"]
+            if row["status"] == "NOT_IN_LEDGER":
+                self.failed.append(f"{row['source_type']} {row['source_id']} is claimed by "
+                                   f"committed batch {row['batch_id']} but has no entries")
+        elif self.kind == "trial-balance":
+            if row["row_kind"] == "TOTAL":
+                self.total = row
+            if row["balanced"] is False:
+                what = {"TOTAL": "the period", "BATCH": f"batch {row['batch_id']}",
+                        "CURRENCY": f"currency {row['currency']}"}[row["row_kind"]]
+                self.failed.append(f"{what} does not balance: debits {row['debit']}, "
+                                   f"credits {row['credit']} ({row['detail']})")
+        elif self.kind == "integrity":
+            if row["status"] == "COMMITTED":
+                self.committed += 1
+                self.problems += row["problems"] or 0
+            if row["ok"] is False:
+                reasons = [name for name, good in (
+                    ("seal missing or its digest differs", row["seal_digest_ok"]),
+                    ("audit chain broken before the seal", row["chain_ok"]),
+                    ("je_number block not contiguous", row["numbering_ok"]),
+                ) if not good]
+                if row["problems"]:
+                    reasons.append(f"verify_batch: {', '.join(row['problem_codes'])}")
+                self.failed.append(f"batch {row['batch_id']}: {'; '.join(reasons)}")
+
+    @property
+    def ok(self) -> bool:
+        return not self.failed
+
+    def document(self) -> dict[str, Any]:
+        if self.kind == "transactions":
+            return {"rows": self.rows, "by_status": dict(sorted(self.by_status.items())),
+                    "functional_amount": self.functional_amount,
+                    "without_fx_rate": self.unassessed, "problems": self.failed}
+        if self.kind == "trial-balance":
+            total = self.total or {}
+            return {"debit": total.get("debit"), "credit": total.get("credit"),
+                    "balance": total.get("balance"), "problems": self.failed}
+        return {"batches": self.rows, "committed": self.committed,
+                "verify_batch_problems": self.problems, "problems": self.failed}
+
+
+@dataclass(frozen=True)
+class Report:
+    name: str
+    query: str
+    kind: str  # transactions, trial-balance, integrity
+    title: str
+
+
+REPORTS = {
+    "large-transactions": Report("large-transactions", "report_large_transactions",
+                                 "transactions", "Large transactions"),
+    "high-value": Report("high-value", "report_high_value", "transactions",
+                         "High-value transactions"),
+    "trial-balance": Report("trial-balance", "report_trial_balance", "trial-balance",
+                            "Trial balance"),
+    "integrity": Report("integrity", "report_integrity", "integrity",
+                        "Audit-trail integrity"),
+}
+NAMES = tuple(REPORTS)
+
+
+# --------------------------------------------------------------------------- reading
+
+
+class RowStream:
+    """A named query's rows, streamed in chunks; the first chunk is read on
+    creation, so that a database error surfaces before anything is printed."""
+
+    def __init__(self, conn: psycopg.Connection, name: str, **params: Any) -> None:
+        self._cursor = conn.cursor()
+        self._rows = self._generate(name, params)
+        self._head: list[Row] = []
+        for row in self._rows:
+            self._head.append(row)
+            break
+        description = self._cursor.description or []
+        self.columns = [col.name for col in description]
+
+    def _generate(self, name: str, params: dict[str, Any]) -> Iterator[Row]:
+        with db.wrap_errors():
+            yield from self._cursor.stream(query(name), params, size=STREAM_ROWS)
+
+    def __iter__(self) -> Iterator[Row]:
+        yield from self._head
+        self._head = []
+        yield from self._rows
+
+
+# --------------------------------------------------------------------------- writing
+
+
+def _header_fields(report: Report, meta: Row, threshold: Decimal | None) -> dict[str, Any]:
+    fields: dict[str, Any] = {"report": report.name, "period": meta["period"],
+                              "period_status": meta["status"],
+                              "functional_currency": meta["functional_currency"]}
+    if threshold is not None:
+        fields["threshold"] = threshold
+    return fields
+
+
+def _write_json(out: TextIO, head: dict[str, Any], stream: RowStream,
+                summary: Summary) -> None:
+    out.write("{\n")
+    for key, value in head.items():
+        out.write(f"  {json.dumps(key)}: {json_value(value)},\n")
+    out.write('  "rows": [')
+    separator = "\n    "
+    for row in stream:
+        summary.add(row)
+        out.write(separator + json_value(row))
+        separator = ",\n    "
+    out.write("\n  ],\n" if summary.rows else "],\n")
+    out.write(f'  "summary": {json_value(summary.document())},\n')
+    out.write(f'  "ok": {json_value(summary.ok)}\n}}\n')
+
+
+def _write_csv(out: TextIO, stream: RowStream, summary: Summary) -> None:
+    writer = csv.writer(out, lineterminator="\n")
+    writer.writerow(stream.columns)
+    for row in stream:
+        summary.add(row)
+        writer.writerow([_csv_value(row[c]) for c in stream.columns])
+
+
+class _TableWriter:
+    """Rows as a table: rich on a terminal, plain aligned columns otherwise."""
+
+    def __init__(self, out: TextIO) -> None:
+        self.out = out
+        self.console = Console(file=out, highlight=False)
+        self.rich = self.console.is_terminal
+
+    def rows(self, columns: tuple[Column, ...], rows: Iterator[Row],
+             title: str | None = None) -> int:
+        """Print rows under columns; return how many were not shown (terminal cap)."""
+        if self.rich:
+            return self._rich(columns, rows, title)
+        self._plain(columns, rows, title)
+        return 0
+
+    def _rich(self, columns: tuple[Column, ...], rows: Iterator[Row],
+              title: str | None) -> int:
+        table = Table(title=title, title_justify="left", header_style="bold")
+        for col in columns:
+            table.add_column(col.header, justify="right" if col.numeric else "left")
+        hidden = 0
+        for shown, row in enumerate(rows):
+            if shown < TERMINAL_ROWS:
+                table.add_row(*(_text(col.value(row)) for col in columns))
+            else:
+                hidden += 1
+        self.console.print(table)
+        return hidden
+
+    def _plain(self, columns: tuple[Column, ...], rows: Iterator[Row],
+               title: str | None) -> None:
+        if title:
+            self.out.write(title + "\n")
+        iterator = iter(rows)
+        head = []
+        for row in iterator:
+            head.append([_text(col.value(row)) for col in columns])
+            if len(head) >= PLAIN_SIZING_ROWS:
+                break
+        widths = [max([len(col.header)] + [len(cells[i]) for cells in head])
+                  for i, col in enumerate(columns)]
+
+        def line(cells: list[str]) -> str:
+            return "  ".join(cell.rjust(w) if col.numeric else cell.ljust(w)
+                             for cell, w, col in zip(cells, widths, columns, strict=True)
+                             ).rstrip() + "\n"
+
+        self.out.write(line([col.header for col in columns]))
+        self.out.write(line(["-" * w for w in widths]))
+        for cells in head:
+            self.out.write(line(cells))
+        for row in iterator:
+            self.out.write(line([_text(col.value(row)) for col in columns]))
+
+    def text(self, message: str) -> None:
+        if self.rich:
+            self.console.print(message)
+        else:
+            self.out.write(message + "\n")
+
+
+def _counted(rows: Iterator[Row], summary: Summary) -> Iterator[Row]:
+    for row in rows:
+        summary.add(row)
+        yield row
+
+
+def _write_table(out: TextIO, report: Report, head: dict[str, Any], stream: RowStream,
+                 summary: Summary) -> None:
+    writer = _TableWriter(out)
+    currency = head["functional_currency"]
+    title = f"{report.title}, period {head['period']} ({head['period_status']})"
+    if report.kind == "transactions":
+        title += f", at or above {_text(head['threshold'])} {currency}"
+        hidden = writer.rows(TRANSACTION_COLUMNS, _counted(iter(stream), summary), title)
+        if hidden:
+            writer.text(f"... {hidden} more rows: use --csv or --json for all of them")
+        statuses = ", ".join(f"{n} {status.lower().replace('_', ' ')}"
+                             for status, n in sorted(summary.by_status.items()))
+        writer.text(f"{summary.rows} transactions ({statuses or 'none'}); "
+                    f"{_text(summary.functional_amount)} {currency} in all"
+                    + (f"; {summary.unassessed} without an FX rate, listed unassessed"
+                       if summary.unassessed else ""))
+    elif report.kind == "trial-balance":
+        rows = list(_counted(iter(stream), summary))
+        accounts = [r for r in rows if r["row_kind"] in ("ACCOUNT", "TOTAL")]
+        checks = [r for r in rows if r["row_kind"] in ("BATCH", "CURRENCY")]
+        writer.rows(ACCOUNT_COLUMNS, iter(accounts), f"{title}, amounts in {currency}")
+        writer.text("")
+        writer.rows(CHECK_COLUMNS, iter(checks),
+                    "Checks: each committed batch against its recorded totals; each "
+                    "transaction currency")
+        total = summary.total or {}
+        writer.text(("BALANCED" if summary.ok else "NOT BALANCED")
+                    + f": debits {_text(total.get('debit'))}, credits "
+                      f"{_text(total.get('credit'))} {currency}")
+    else:
+        writer.rows(INTEGRITY_COLUMNS, _counted(iter(stream), summary), title)
+        verdict = "OK" if summary.ok else "PROBLEMS FOUND"
+        writer.text(f"{verdict}: {summary.committed} committed batch(es) of {summary.rows} "
+                    f"verified; {summary.problems} verify_batch problem(s)")
+    for failure in summary.failed:
+        writer.text(f"  {failure}")
+
+
+# --------------------------------------------------------------------------- entry point
+
+
+def run(target: db.Target, name: str, period: str, fmt: str = "table",
+        threshold: Decimal | None = None, out: TextIO | None = None,
+        on_output: Callable[[], None] | None = None) -> bool:
+    """Print report ``name`` of ``period`` in ``fmt``; return whether its checks hold.
+
+    ``on_output`` is called once, just before the first character is written
+    (the CLI then knows stdout carries the document)."""
+    report = REPORTS[name]
+    if fmt not in FORMATS:
+        raise ValueError(f"format {fmt!r} is not one of {FORMATS}")
+    if report.kind != "transactions" and threshold is not None:
+        raise ConfigurationError(f"--threshold applies to large-transactions and high-value, "
+                                 f"not to {name}.")
+    if report.kind == "transactions":
+        threshold = DEFAULT_THRESHOLDS[name] if threshold is None else threshold
+        if threshold <= 0:
+            raise ConfigurationError(f"--threshold must be above zero, not {threshold}.")
+    out = out or sys.stdout
+    summary = Summary(report.kind)
+    with db.connect(target, autocommit=False) as conn:
+        conn.read_only = True
+        conn.isolation_level = psycopg.IsolationLevel.REPEATABLE_READ
+        meta = db.call_one(conn, "report_period", period=period)
+        if meta is None:
+            raise ConfigurationError(
+                f"period {period} is not in gl.accounting_period; `monthend generate` or the "
+                "upstream load opens a period.")
+        params: dict[str, Any] = {"period": period}
+        if report.kind == "transactions":
+            params["threshold"] = threshold
+        stream = RowStream(conn, report.query, **params)
+        head = _header_fields(report, meta, threshold)
+        if on_output:
+            on_output()
+        if fmt == "json":
+            _write_json(out, head, stream, summary)
+        elif fmt == "csv":
+            _write_csv(out, stream, summary)
+        else:
+            _write_table(out, report, head, stream, summary)
+        out.flush()
+        conn.rollback()
+    return summary.ok
