@@ -65,6 +65,13 @@ BEGIN
             USING ERRCODE = 'data_exception';
     END IF;
 
+    -- Every range statement plans from these statistics: the period's claims
+    -- were just written in bulk (autovacuum has not seen them), and reference
+    -- tables of a few rows never reach autovacuum's analyze threshold, so
+    -- without this the planner guesses thousands of rules and one claim.
+    EXECUTE format('ANALYZE batch.%I', 'source_claim_' || replace(v_run.period, '-', '_'));
+    ANALYZE gl.currency, gl.fx_rate, gl.posting_rule, gl.journal_template, gl.setting;
+
     PERFORM batch.create_batch_stage(p_batch_id, v_run.period);
 
     UPDATE batch.run
