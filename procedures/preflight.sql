@@ -179,17 +179,40 @@ BEGIN
     -- Only rows whose amount is small against a template's margin can round
     -- into a negative balancing line. Compute those exactly, with the rule's
     -- own view: an id list is a filter the view pushes below its window.
-    SELECT coalesce(array_agg(DISTINCT k.source_id) FILTER (WHERE k.source_type = 'PREMIUM'), '{}'),
-           coalesce(array_agg(DISTINCT k.source_id) FILTER (WHERE k.source_type = 'CLAIM'), '{}')
+    -- Finding them is one comparison per row, amount < bound, against a bound
+    -- computed once per source type, transaction type and currency (a few
+    -- dozen rows): the largest over the type's entries of
+    --   any amount                            when the margin is not positive,
+    --   ratio_lines * unit / margin           (rounding in the currency),
+    --   (ratio_lines + 1) * unit_f / (fx * margin)  (in functional currency),
+    -- widened by 1% so that rounding in the division can only send more rows
+    -- to the exact check, never fewer.
+    WITH bound AS (
+        SELECT t.source_type, t.txn_type, c.code AS currency,
+               max(CASE WHEN t.margin <= 0 OR r.fx_rate <= 0 THEN 'Infinity'::numeric
+                        ELSE 1.01 * greatest(
+                            t.ratio_lines * power(10::numeric, -c.minor_units) / t.margin,
+                            (t.ratio_lines + 1) * power(10::numeric, -v_functional_mu)
+                                / (r.fx_rate * t.margin))
+                   END) AS below
+        FROM gl.journal_template_index AS t
+        CROSS JOIN gl.currency AS c
+        JOIN gl.setting AS st ON true
+        LEFT JOIN gl.fx_rate AS fx ON fx.period = v_period AND fx.currency = c.code
+        CROSS JOIN LATERAL (
+            SELECT coalesce(fx.rate, CASE WHEN c.code = st.functional_currency
+                                          THEN 1::numeric END) AS fx_rate
+        ) AS r
+        GROUP BY t.source_type, t.txn_type, c.code
+    )
+    SELECT coalesce(array_agg(k.source_id) FILTER (WHERE k.source_type = 'PREMIUM'), '{}'),
+           coalesce(array_agg(k.source_id) FILTER (WHERE k.source_type = 'CLAIM'), '{}')
       INTO v_risky_premium, v_risky_claim
       FROM preflight_candidate AS k
-      JOIN gl.journal_template_index AS t
-        ON t.source_type = k.source_type AND t.txn_type = k.txn_type
-     WHERE k.reason IS NULL
-       AND (t.margin <= 0
-            OR k.amount * t.margin < t.ratio_lines * power(10::numeric, -k.minor_units)
-            OR k.amount * k.fx_rate * t.margin
-               < (t.ratio_lines + 1) * power(10::numeric, -v_functional_mu));
+      JOIN bound AS b
+        ON b.source_type = k.source_type AND b.txn_type = k.txn_type
+       AND b.currency = k.currency
+     WHERE k.reason IS NULL AND k.amount < b.below;
 
     UPDATE preflight_candidate AS k
        SET reason = 'BALANCING_NEGATIVE'
@@ -232,11 +255,19 @@ BEGIN
     WHERE f.reason IS NOT NULL;
     GET DIAGNOSTICS v_dead = ROW_COUNT;
 
-    INSERT INTO batch.source_claim (period, source_type, source_id, batch_id, je_offset)
-    SELECT v_period, f.source_type, f.source_id, p_batch_id,
-           sum(f.template_count) OVER (ORDER BY f.source_type, f.source_id) - f.template_count
-    FROM preflight_candidate AS f
-    WHERE f.reason IS NULL;
+    -- Straight into the period's partition (no tuple routing per row), in
+    -- primary-key order (each index insert lands on the rightmost leaf); a
+    -- ROWS frame, since (source_type, source_id) has no peers to look for.
+    EXECUTE format($q$
+        INSERT INTO batch.%I (period, source_type, source_id, batch_id, je_offset)
+        SELECT $1, f.source_type, f.source_id, $2,
+               sum(f.template_count) OVER (ORDER BY f.source_type, f.source_id
+                                           ROWS UNBOUNDED PRECEDING) - f.template_count
+        FROM preflight_candidate AS f
+        WHERE f.reason IS NULL
+        ORDER BY f.source_type, f.source_id
+        $q$, 'source_claim_' || replace(v_period, '-', '_'))
+    USING v_period, p_batch_id;
     GET DIAGNOSTICS v_claimed = ROW_COUNT;
 
     -- Open dead letters of rows now claimed: the commit resolves these.

@@ -116,24 +116,34 @@ BEGIN
                    sum(CASE l.side WHEN 'C' THEN l.line_amount_f ELSE 0 END)
             FROM line AS l
             GROUP BY l.currency
+            RETURNING source_rows, source_amount
+        ), header_summary AS (
+            -- One pass over the inserted headers; the numbers are the je_ids
+            -- shifted by one constant, so the je_id bounds and distinct count
+            -- prove the numbers fill the block.
+            SELECT count(*) AS headers, count(DISTINCT h.je_id) AS distinct_ids,
+                   min(h.je_id) AS lo_je_id, max(h.je_id) AS hi_je_id
+            FROM header AS h
         )
-        SELECT (SELECT count(*) FROM header),
+        SELECT hs.headers,
                (SELECT count(*) FROM detail),
+               -- One difference per currency rather than two sums each: half
+               -- the numeric aggregation over every line.
                (SELECT count(*) FROM (
                     SELECT d.je_id FROM detail AS d GROUP BY d.je_id
-                    HAVING sum(d.debit) <> sum(d.credit)
-                        OR sum(d.functional_debit) <> sum(d.functional_credit)) AS u),
-               (SELECT count(*) FROM line AS l WHERE l.is_first_line AND l.je_index = 0),
-               (SELECT coalesce(sum(l.source_amount), 0) FROM line AS l
-                 WHERE l.is_first_line AND l.je_index = 0),
-               (SELECT min(l.je_no) FROM line AS l),
-               (SELECT max(l.je_no) FROM line AS l),
-               (SELECT count(DISTINCT h.je_number) FROM header AS h),
+                    HAVING sum(d.debit - d.credit) <> 0
+                        OR sum(d.functional_debit - d.functional_credit) <> 0) AS u),
+               (SELECT coalesce(sum(t.source_rows), 0) FROM totals AS t),
+               (SELECT coalesce(sum(t.source_amount), 0) FROM totals AS t),
+               hs.lo_je_id - $1 + $2 + 1,
+               hs.hi_je_id - $1 + $2 + 1,
+               hs.distinct_ids,
                (SELECT sha256(convert_to(coalesce(string_agg(x.canonical, E'\n'
                                                   ORDER BY x.je_id, x.line_no), ''), 'UTF8'))
                   FROM (SELECT h.je_id, 0 AS line_no, h.canonical FROM header AS h
                         UNION ALL
                         SELECT d.je_id, d.line_no, d.canonical FROM detail AS d) AS x)
+        FROM header_summary AS hs
         $q$,
         'stage_journal_entry_header_' || v_run.batch_id,
         'stage_journal_entry_line_' || v_run.batch_id)
