@@ -36,12 +36,12 @@ def unsealed_twin(source: str) -> str:
     twin, headers = re.subn(r",\s*audit\.canonical_header_text\([^)]*\) AS canonical", "", twin)
     twin, lines = re.subn(r",\s*audit\.canonical_line_text\([^)]*\) AS canonical", "", twin)
     start = twin.find("(SELECT sha256(")
-    end = twin.find("$q$,", start)
+    end = twin.find("AS x)", start) + len("AS x)")
     audit = twin.find("PERFORM audit.append('RANGE_DONE'")
-    if headers != 1 or lines != 1 or start < 0 or end < 0 or audit < 0:
+    if headers != 1 or lines != 1 or start < 0 or end < start or audit < 0:
         raise SystemExit(f"{PROCEDURE_FILE} no longer has the seal where this tool looks for it; "
                          "update unsealed_twin() to the procedure's new shape.")
-    twin = twin[:start] + "NULL::bytea\n        " + twin[end:]
+    twin = twin[:start] + "NULL::bytea" + twin[end:]
     audit = twin.find("PERFORM audit.append('RANGE_DONE'")
     close = twin.find("));", audit)
     twin = twin[:audit] + "PERFORM 1 WHERE false AND " + twin[audit + 8:close + 2] \
