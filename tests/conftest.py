@@ -10,6 +10,7 @@ on it: the template is migrated once per session and each test gets
 
 from __future__ import annotations
 
+import copy
 import os
 import subprocess
 import sys
@@ -91,3 +92,31 @@ def monthend_cli(target: db.Target, *args: str, timeout: float = 300,
 
 def repo_root() -> Path:
     return Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture(scope="session")
+def clean_fingerprint(postgresql_noproc: Any):
+    """``clean_fingerprint(dataset, with_ids=True)``: the ledger fingerprint of an
+    uninterrupted run of a faults.Dataset, run once per session in a database of
+    its own, for comparing an interrupted and finished run with."""
+    from faults import clean_run_fingerprint
+
+    cache: dict[Any, dict[str, Any]] = {}
+
+    def get(dataset: Any, with_ids: bool = True) -> dict[str, Any]:
+        key = (dataset, with_ids)
+        if key not in cache:
+            cache[key] = clean_run_fingerprint(postgresql_noproc, dataset, with_ids=with_ids)
+        return copy.deepcopy(cache[key])
+
+    return get
+
+
+@pytest.fixture
+def private_cluster(tmp_path: Path) -> Iterator[EmbeddedCluster]:
+    """A migrated cluster of this test's own, on its own port, which it may crash;
+    stopped and removed afterwards."""
+    from faults import private_cluster as make_private_cluster
+
+    with make_private_cluster(tmp_path) as cluster:
+        yield cluster
