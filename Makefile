@@ -5,6 +5,8 @@ PY := $(VENV)/bin/python
 MONTHEND := $(VENV)/bin/monthend
 PERIOD ?= 2025-01
 TXNS ?= 100000
+BENCH_TXNS ?= 1000000
+BENCH_WORKERS ?= 2
 
 .DEFAULT_GOAL := help
 
@@ -29,6 +31,10 @@ demo: install ## Embedded database, migrated, one month of sample data, a full r
 	$(MONTHEND) verify
 	@echo "Stop the embedded cluster with: $(MONTHEND) db stop"
 
+bench: install ## Benchmark: BENCH_TXNS rows (1M) with BENCH_WORKERS (2) against the raw write speed
+	$(MONTHEND) migrate
+	$(MONTHEND) bench --txns $(BENCH_TXNS) --workers $(BENCH_WORKERS)
+
 lint: install ## ruff over the Python code
 	$(VENV)/bin/ruff check driver tests tools
 
@@ -47,4 +53,4 @@ db-stop: install ## Stop the embedded cluster
 clean: ## Remove the virtual environment (the embedded cluster stays in .monthend/)
 	rm -rf $(VENV)
 
-.PHONY: help install migrate demo lint lint-sql test test-faults db-stop clean
+.PHONY: help install migrate demo bench lint lint-sql test test-faults db-stop clean

@@ -483,6 +483,76 @@ def tune(ram: str, cores: int, workers: int | None, storage: str, day_connection
         click.echo(tuning.render(machine, restore=restore), nl=False)
 
 
+def _bench_period(_ctx: click.Context, _param: click.Parameter,
+                  value: str | None) -> str | None:
+    import re
+
+    if value is not None and not re.fullmatch(r"\d{4}-(0[1-9]|1[0-2])", value):
+        raise click.BadParameter(f"{value!r} is not a period of the form YYYY-MM, e.g. 2040-01")
+    return value
+
+
+@main.command()
+@click.option("--txns", type=click.IntRange(min=1), required=True,
+              help="Source transactions to generate and post.")
+@click.option("--workers", type=click.IntRange(1, 256), default=2, show_default=True,
+              help="Workers of the measured run.")
+@click.option("--period", callback=_bench_period, default=None,
+              help="A fresh period (no source rows, batch or ledger partition). "
+                   "Default: the first free one from 2040-01.")
+@click.option("--bad-rows", type=click.FloatRange(0, 1), default=0.0, show_default=True,
+              help="Fraction of generated rows spoiled (dead-lettered by pre-flight).")
+@click.option("--seed", type=int, default=1, show_default=True)
+@click.option("--range-size", type=click.IntRange(min=1), default=runner.DEFAULT_RANGE_SIZE,
+              show_default=True, help="Source rows a range.")
+@click.option("--no-scaling", is_flag=True,
+              help="Skip the 1-worker pass (no scaling figure).")
+@json_option
+@click.pass_context
+@handle_errors
+def bench(ctx: click.Context, txns: int, workers: int, period: str | None, bad_rows: float,
+          seed: int, range_size: int, no_scaling: bool, as_json: bool) -> None:
+    """The benchmark: generate, run, and compare with the machine's raw write speed.
+
+    Exit 0 when the run committed (targets missed or not), 1 when it failed."""
+    from rich.console import Console
+
+    from monthend import bench as benchmark
+
+    target = target_of(ctx)
+    stderr = Console(stderr=True, highlight=False, soft_wrap=True)
+
+    def log(message: str) -> None:
+        if not as_json:
+            stderr.print(f"{time.strftime('%H:%M:%S')} {message}", markup=False)
+
+    def warn(message: str) -> None:
+        stderr.print(f"monthend: warning: {message}", style="bold yellow", markup=False)
+
+    options = benchmark.BenchOptions(txns=txns, workers=workers, period=period,
+                                     bad_rows=bad_rows, seed=seed, range_size=range_size,
+                                     scaling=not no_scaling)
+
+    def show(result: dict[str, Any]) -> None:
+        if as_json:
+            emit_json(result)
+            return
+        console = Console()
+        # Logs and pipes get the full table, not a squeezed 80 columns.
+        if not console.is_terminal:
+            console = Console(width=110)
+        console.print(benchmark.render(result))
+
+    try:
+        result = benchmark.run(target, options, log, warn)
+    except benchmark.BenchFailed as exc:
+        # A table only once something was measured; a usage error is its message.
+        if as_json or exc.result["generate"] is not None:
+            show(exc.result)
+        raise
+    show(result)
+
+
 @main.group("db")
 def db_group() -> None:
     """The embedded local PostgreSQL cluster."""

@@ -220,3 +220,105 @@ SELECT * FROM audit.verify_kept_head(%(seq)s, %(hash)s);
 -- name: record_verification
 -- Record a verification run in the audit chain as a VERIFICATION_RUN event.
 SELECT audit.record_verification(%(result)s::jsonb) AS seq;
+
+-- Benchmark (monthend bench). Queries with {placeholders} take identifiers,
+-- composed with psycopg.sql in bench.py: the scratch tables of the raw-write
+-- reference are named after the batch.
+
+-- name: bench_server_settings
+-- The settings a benchmark figure depends on.
+SELECT current_setting('server_version') AS server_version,
+       current_setting('fsync') AS fsync,
+       current_setting('synchronous_commit') AS synchronous_commit,
+       current_setting('wal_level') AS wal_level,
+       current_setting('full_page_writes') AS full_page_writes,
+       current_setting('shared_buffers') AS shared_buffers,
+       current_setting('work_mem') AS work_mem,
+       current_setting('maintenance_work_mem') AS maintenance_work_mem,
+       current_setting('max_wal_size') AS max_wal_size,
+       current_setting('jit') AS jit;
+
+-- name: bench_period_state
+-- Why a period is not fresh for a benchmark (all false and status OPEN or NULL: it is).
+SELECT (SELECT status FROM gl.accounting_period WHERE period = %(period)s) AS period_status,
+       EXISTS (SELECT FROM batch.run WHERE period = %(period)s) AS has_batch,
+       to_regclass('gl.journal_entry_header_' || replace(%(period)s, '-', '_')) IS NOT NULL
+           OR to_regclass('gl.journal_entry_line_' || replace(%(period)s, '-', '_'))
+              IS NOT NULL AS has_partition,
+       EXISTS (SELECT FROM subledger.premium_transaction AS p
+               WHERE p.payment_date >= to_date(%(period)s, 'YYYY-MM')
+                 AND p.payment_date < (to_date(%(period)s, 'YYYY-MM')
+                                       + interval '1 month')::date)
+           OR EXISTS (SELECT FROM subledger.claims_transaction AS c
+                      WHERE c.claim_date >= to_date(%(period)s, 'YYYY-MM')
+                        AND c.claim_date < (to_date(%(period)s, 'YYYY-MM')
+                                            + interval '1 month')::date)
+           AS has_source_rows;
+
+-- name: bench_free_period
+-- The first month from %(first)s on with no source rows, no batch, no ledger partition.
+SELECT to_char(m.month, 'YYYY-MM') AS period
+FROM generate_series(to_date(%(first)s, 'YYYY-MM'),
+                     to_date(%(first)s, 'YYYY-MM') + interval '1199 months',
+                     interval '1 month') AS m (month)
+WHERE NOT EXISTS (SELECT FROM batch.run AS r WHERE r.period = to_char(m.month, 'YYYY-MM'))
+  AND NOT EXISTS (SELECT FROM gl.accounting_period AS ap
+                  WHERE ap.period = to_char(m.month, 'YYYY-MM') AND ap.status <> 'OPEN')
+  AND to_regclass('gl.journal_entry_header_' || to_char(m.month, 'YYYY_MM')) IS NULL
+  AND to_regclass('gl.journal_entry_line_' || to_char(m.month, 'YYYY_MM')) IS NULL
+  AND NOT EXISTS (SELECT FROM subledger.premium_transaction AS p
+                  WHERE p.payment_date >= m.month::date
+                    AND p.payment_date < (m.month + interval '1 month')::date)
+  AND NOT EXISTS (SELECT FROM subledger.claims_transaction AS c
+                  WHERE c.claim_date >= m.month::date
+                    AND c.claim_date < (m.month + interval '1 month')::date)
+ORDER BY m.month
+LIMIT 1;
+
+-- name: bench_vacuum_source
+-- Visibility map and hint bits of freshly generated rows, set once before any
+-- timed pass, so that neither pass pays for them.
+VACUUM subledger.premium_transaction, subledger.claims_transaction;
+
+-- name: bench_vacuum_claims
+-- The claims a cancelled batch released, vacuumed before the next batch claims again.
+VACUUM {claims};
+
+-- name: bench_checkpoint
+-- Start each timed pass with no dirty buffers left by the previous step.
+CHECKPOINT;
+
+-- name: bench_range_seconds
+-- Worker seconds spent in a batch's done ranges, and the seal's part of them
+-- where the run records it (a seal_seconds column of batch.range or batch.run,
+-- seal_seconds in the RANGE_DONE events, or a seal phase).
+SELECT (SELECT round(sum(extract(epoch FROM rg.finished_at - rg.started_at))::numeric, 3)
+          FROM batch.range AS rg
+         WHERE rg.batch_id = %(batch_id)s AND rg.status = 'DONE') AS range_seconds,
+       coalesce(
+           (SELECT sum((to_jsonb(rg) ->> 'seal_seconds')::numeric)
+              FROM batch.range AS rg
+             WHERE rg.batch_id = %(batch_id)s AND rg.status = 'DONE'),
+           (SELECT (to_jsonb(r) ->> 'seal_seconds')::numeric
+              FROM batch.run AS r WHERE r.batch_id = %(batch_id)s),
+           (SELECT sum((e.detail ->> 'seal_seconds')::numeric)
+              FROM batch.event AS e
+             WHERE e.batch_id = %(batch_id)s AND e.kind = 'RANGE_DONE'),
+           (SELECT coalesce(r.phase_seconds ->> 'seal', r.phase_seconds ->> 'seal_seconds')::numeric
+              FROM batch.run AS r WHERE r.batch_id = %(batch_id)s)) AS seal_seconds;
+
+-- name: bench_raw_create
+-- An unindexed, logged table of a ledger table's shape (columns and NOT NULL only).
+CREATE TABLE {raw} (LIKE {ledger});
+
+-- name: bench_raw_insert
+-- The raw-write reference: a batch's finished rows copied by one plain INSERT ... SELECT.
+INSERT INTO {raw} SELECT * FROM {ledger} WHERE batch_id = %(batch_id)s;
+
+-- name: bench_raw_drop
+-- Drop a raw-write scratch table.
+DROP TABLE IF EXISTS {raw};
+
+-- name: bench_batch_status
+-- The status of a batch, for the benchmark's report.
+SELECT status FROM batch.run WHERE batch_id = %(batch_id)s;

@@ -1,0 +1,151 @@
+"""`monthend bench`: every reported field, the scaling pass's batch cancelled and
+the measured batch committed, the raw-write scratch tables dropped, and the
+exit codes. No timing is asserted: the test cluster is shared and not durable."""
+
+from __future__ import annotations
+
+import json
+
+from conftest import monthend_cli
+from test_run import assert_entries_complete_and_balanced, fail_range
+
+BENCH_FIELDS = {
+    "status", "error", "period", "period_choice", "txns", "bad_rows", "seed", "workers",
+    "range_size", "settings", "durable", "warnings", "generate_seconds", "generate",
+    "batch_id", "batch_status", "source_rows", "posted_rows", "dead_letter_rows",
+    "journal_entries", "journal_lines", "ranges", "digest", "end_to_end_seconds",
+    "source_txns_per_second", "journal_entries_per_second", "journal_lines_per_second",
+    "phase_seconds", "commit_seconds", "scaling", "scaling_detail", "raw_write_seconds",
+    "ratio", "raw_write", "checkpoint_before_passes", "driver_peak_rss_mb", "targets",
+}
+SETTINGS = {"server_version", "fsync", "synchronous_commit", "wal_level", "full_page_writes",
+            "shared_buffers", "work_mem", "maintenance_work_mem", "max_wal_size", "jit",
+            "cores"}
+PHASES = {"preflight", "allocation", "processing", "validation", "commit", "post_processing"}
+TARGETS = {"source_txns_per_second", "ratio", "commit_seconds", "driver_peak_rss_mb",
+           "scaling"}
+
+
+def bench_json(target, *args: str, expect: int = 0) -> dict:
+    proc = monthend_cli(target, "bench", "--json", *args, timeout=120)
+    assert proc.returncode == expect, (proc.stdout, proc.stderr)
+    return json.loads(proc.stdout)
+
+
+def scratch_tables(conn) -> list[str]:
+    return [r["relname"] for r in conn.execute(
+        "SELECT relname FROM pg_class WHERE relname LIKE 'bench\\_raw\\_%%'").fetchall()]
+
+
+def test_bench_reports_every_field(target, conn):
+    result = bench_json(target, "--txns", "20000", "--bad-rows", "0.01")
+    assert result.keys() >= BENCH_FIELDS
+    assert result["status"] == "OK" and result["error"] is None
+    assert result["period"] == "2040-01"
+    assert result["period_choice"] == "the first free period from 2040-01"
+
+    # The test cluster runs with fsync off: reported, warned about, not refused.
+    assert result["settings"].keys() == SETTINGS
+    assert result["settings"]["fsync"] == "off"
+    assert result["durable"] is False
+    assert any("not durable" in w for w in result["warnings"])
+
+    generated = result["generate"]
+    assert generated["premium_rows"] + generated["claim_rows"] == 20000
+    bad = generated["bad_rows"]
+    assert 0 < bad < 20000
+    assert result["generate_seconds"] > 0
+    assert result["source_rows"] == 20000
+    assert result["posted_rows"] == 20000 - bad
+    assert result["dead_letter_rows"] == bad
+    assert result["journal_entries"] == 3 * result["posted_rows"]
+    assert result["journal_lines"] == 9 * result["posted_rows"]
+
+    assert result["end_to_end_seconds"] > 0
+    for rate in ("source_txns_per_second", "journal_entries_per_second",
+                 "journal_lines_per_second"):
+        assert result[rate] > 0
+    assert set(result["phase_seconds"]) >= PHASES
+    assert result["commit_seconds"] == result["phase_seconds"]["commit"]
+    assert 0 < result["driver_peak_rss_mb"] < 1024
+
+    # Scaling: the 1-worker batch was cancelled, the W-worker batch committed.
+    detail = result["scaling_detail"]
+    assert detail["measured"] is True and "identical rows" in detail["compares"]
+    assert detail["processing_seconds_1_worker"] > 0
+    assert detail["processing_seconds_workers"] == result["phase_seconds"]["processing"]
+    assert result["scaling"] > 0
+    runs = {r["batch_id"]: r["status"] for r in conn.execute(
+        "SELECT batch_id, status FROM batch.run WHERE period = %s", (result["period"],))}
+    assert runs == {detail["baseline_batch_id"]: "CANCELLED", result["batch_id"]: "COMMITTED"}
+    assert detail["baseline_status"] == "CANCELLED"
+    assert result["batch_status"] == "COMMITTED"
+
+    # The reference copied exactly the batch's rows, in parallel, and left nothing.
+    raw = result["raw_write"]
+    assert raw["mode"] == "parallel" and raw["connections"] == 2
+    assert (raw["headers"], raw["lines"]) == (result["journal_entries"],
+                                              result["journal_lines"])
+    assert raw["dropped"] is True
+    assert result["raw_write_seconds"] > 0
+    assert result["ratio"] > 0
+    assert scratch_tables(conn) == []
+
+    assert result["targets"].keys() == TARGETS
+    for name, judged in result["targets"].items():
+        assert judged["value"] == result[name]
+        assert judged["met"] in (True, False)
+
+    # The committed batch is an ordinary, verifiable one.
+    numbers = conn.execute(
+        "SELECT count(*) AS n, count(DISTINCT je_number) AS d, min(je_number) AS lo, "
+        "max(je_number) AS hi FROM gl.journal_entry_header WHERE period = %s",
+        (result["period"],)).fetchone()
+    entries = result["journal_entries"]
+    assert (numbers["n"], numbers["d"]) == (entries, entries)
+    assert (numbers["lo"], numbers["hi"]) == ("2040-01-0000000001", f"2040-01-{entries:010d}")
+    assert_entries_complete_and_balanced(conn)
+    verify = monthend_cli(target, "verify", "--json")
+    assert verify.returncode == 0 and json.loads(verify.stdout)["ok"] is True
+
+
+def test_bench_without_scaling_takes_the_next_free_period(target, conn):
+    monthend_cli(target, "generate", "--period", "2040-01", "--txns", "10", check=True)
+    result = bench_json(target, "--txns", "2000", "--workers", "1", "--no-scaling")
+    assert result["period"] == "2040-02"
+    assert result["scaling"] is None
+    assert result["scaling_detail"]["measured"] is False
+    assert result["targets"]["scaling"]["met"] is None
+    assert result["raw_write"]["mode"] == "sequential"
+    assert result["raw_write"]["connections"] == 1
+    assert result["posted_rows"] == 2000
+    assert [r["status"] for r in conn.execute(
+        "SELECT status FROM batch.run WHERE period = '2040-02'")] == ["COMMITTED"]
+    assert scratch_tables(conn) == []
+
+    # A period that is not fresh, or not a period, is bad usage.
+    refused = bench_json(target, "--txns", "10", "--period", "2040-01", expect=2)
+    assert refused["status"] == "FAILED"
+    assert "period 2040-01 is not fresh" in refused["error"]
+    proc = monthend_cli(target, "bench", "--txns", "10", "--period", "2040-13")
+    assert proc.returncode == 2 and "YYYY-MM" in proc.stderr
+
+    # The table, when not --json, names the sections and the targets.
+    proc = monthend_cli(target, "bench", "--txns", "500", "--no-scaling")
+    assert proc.returncode == 0, proc.stderr
+    for text in ("run", "reference and ratio", "settings", ">= 50000", "<= 1.5"):
+        assert text in proc.stdout
+    assert "not durable" in proc.stderr
+
+
+def test_failed_baseline_exits_1_and_leaves_nothing_behind(target, conn):
+    fail_range(conn, 1, attempts_failing=None)
+    result = bench_json(target, "--txns", "1000", expect=1)
+    assert result["status"] == "FAILED"
+    assert "injected failure in range 1" in result["error"]
+    baseline = result["scaling_detail"]["baseline_batch_id"]
+    # The baseline batch is cancelled, so it does not hold the period.
+    assert [(r["batch_id"], r["status"]) for r in conn.execute(
+        "SELECT batch_id, status FROM batch.run")] == [(baseline, "CANCELLED")]
+    assert result["batch_id"] is None
+    assert scratch_tables(conn) == []
