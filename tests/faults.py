@@ -269,17 +269,112 @@ def hold_lock(conninfo: str, statement: str) -> Iterator[LockHolder]:
 
 def wait_for_lock_wait(conn: psycopg.Connection, query_like: str,
                        proc: subprocess.Popen[str] | None = None,
-                       application_like: str = "monthend%") -> dict:
-    """Wait until a monthend backend running ``query_like`` waits on a lock."""
+                       application_like: str = "monthend%",
+                       exclude: list[int] | None = None) -> dict:
+    """Wait until a monthend backend running ``query_like`` (other than the
+    ``exclude`` pids) waits on a lock."""
 
     def waiting() -> dict | None:
         return conn.execute(
             "SELECT pid, application_name, query, wait_event_type, wait_event "
             "FROM pg_stat_activity WHERE datname = current_database() "
-            "AND application_name LIKE %s AND query LIKE %s AND wait_event_type = 'Lock'",
-            (application_like, query_like)).fetchone()
+            "AND application_name LIKE %s AND query LIKE %s AND wait_event_type = 'Lock' "
+            "AND pid <> ALL(%s)",
+            (application_like, query_like, exclude or [])).fetchone()
 
     return wait_for(waiting, f"a backend running {query_like!r} to wait on a lock", proc=proc)
+
+
+# Where a run can be held, and how. "processing" holds ranges at the gate. The
+# later points let the ranges through and then block one phase on a lock it
+# needs, taken from a second connection while the ranges are still held (so the
+# phase cannot have started yet):
+# - validation: ACCESS SHARE on the batch's staging header table. validate_batch
+#   reads it (ACCESS SHARE, compatible), records every check, then needs ACCESS
+#   EXCLUSIVE to add the primary key ATTACH will adopt: it waits there with all
+#   its checks written but uncommitted.
+# - commit_attach: ACCESS SHARE on the staging line table. Validation only reads
+#   it and builds an index on it (SHARE, compatible); commit_batch attaches the
+#   header table, moves and renames it, then waits for ACCESS EXCLUSIVE to
+#   attach the line table: half the batch attached, uncommitted.
+# - commit_seal: a row lock (FOR SHARE) on audit.chain_head. The seal is the
+#   commit's last statement, and audit.log_link locks the head row FOR UPDATE
+#   to link it: everything else of the commit (both tables attached, numbers
+#   advanced, dead letters resolved, status COMMITTED) is done, uncommitted.
+#   Taken while validation is blocked as above, since every range's RANGE_DONE
+#   record is appended under the same row lock.
+# - post_processing: SHARE on batch.kpi, which only post-processing writes: the
+#   batch is committed and post_process waits to record its KPIs.
+HOLD_POINTS = ("processing", "validation", "commit_attach", "commit_seal", "post_processing")
+_PHASE_QUERY = {"validation": "%batch.validate_batch%", "commit_attach": "%batch.commit_batch%",
+                "commit_seal": "%batch.commit_batch%", "post_processing": "%batch.post_process%"}
+
+
+class RunHold:
+    """Holds a run at one of HOLD_POINTS. ``install`` before the run starts (the
+    gate must be in place), ``reach`` once it runs: returns the batch and the
+    backends that wait. ``release`` lets everything go."""
+
+    def __init__(self, conninfo: str, conn: psycopg.Connection, point: str,
+                 after_ranges: int = 1, workers: int = 2) -> None:
+        assert point in HOLD_POINTS, point
+        self.conninfo, self.conn, self.point = conninfo, conn, point
+        self.after_ranges, self.workers = after_ranges, workers
+        self.gate: Gate | None = None
+        self.locks: list[LockHolder] = []
+
+    def install(self) -> RunHold:
+        self.gate = Gate(self.conninfo, f"> {self.after_ranges}")
+        return self
+
+    def _lock(self, statement: str) -> None:
+        self.locks.append(LockHolder(self.conninfo, statement))
+
+    def reach(self, proc: subprocess.Popen[str] | None) -> dict[str, Any]:
+        assert self.gate is not None, "install() before the run starts"
+        held = wait_until_held(self.conn, proc, workers=self.workers, done=self.after_ranges)
+        batch_id = held[0]["batch_id"]
+        if self.point == "processing":
+            return {"batch_id": batch_id, "held": held, "waiting": [h["pid"] for h in held]}
+        if self.point == "commit_attach":
+            self._lock(f"LOCK TABLE batch.stage_journal_entry_line_{batch_id} "
+                       "IN ACCESS SHARE MODE")
+        elif self.point == "post_processing":
+            self._lock("LOCK TABLE batch.kpi IN SHARE MODE")
+        else:
+            self._lock(f"LOCK TABLE batch.stage_journal_entry_header_{batch_id} "
+                       "IN ACCESS SHARE MODE")
+        self.gate.open()
+        if self.point == "commit_seal":
+            wait_for_lock_wait(self.conn, _PHASE_QUERY["validation"], proc)
+            self._lock("SELECT FROM audit.chain_head FOR SHARE")
+            self.locks.pop(0).release()
+        waiting = wait_for_lock_wait(self.conn, _PHASE_QUERY[self.point], proc)
+        return {"batch_id": batch_id, "held": held, "waiting": [waiting["pid"]],
+                "application_name": waiting["application_name"]}
+
+    def release(self) -> None:
+        for holder in self.locks:
+            holder.release()
+        self.locks = []
+        if self.gate is not None:
+            with contextlib.suppress(psycopg.Error):
+                self.gate.open()
+
+    def close(self) -> None:
+        self.release()
+        if self.gate is not None:
+            self.gate.close()
+
+
+@contextlib.contextmanager
+def run_hold(conninfo: str, conn: psycopg.Connection, point: str, after_ranges: int = 1,
+             workers: int = 2) -> Iterator[RunHold]:
+    hold = RunHold(conninfo, conn, point, after_ranges, workers).install()
+    try:
+        yield hold
+    finally:
+        hold.close()
 
 
 def backends_gone(conn: psycopg.Connection, pids: list[int]) -> Callable[[], bool]:

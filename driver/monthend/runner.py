@@ -77,7 +77,7 @@ def _worker_loop(target: db.Target, batch_id: int, report: WorkerReport,
                 lost_since = None
             claim = db.call_one(conn, "claim_range", batch_id=batch_id, worker=report.name)
         except MonthendError as exc:
-            if conn is not None and not conn.closed and not _is_connection_error(exc):
+            if not _is_lost(exc, conn):
                 # The batch left ALLOCATED (failed, cancelled, or finished): stop quietly.
                 report.error = None if "ALLOCATED" in str(exc) else str(exc)
                 break
@@ -105,7 +105,7 @@ def _worker_loop(target: db.Target, batch_id: int, report: WorkerReport,
             diag = getattr(exc.__cause__, "diag", None)
             error = (diag.message_primary if diag and diag.message_primary
                      else str(exc.__cause__ or exc)).strip()
-            if conn.closed or _is_connection_error(exc):
+            if _is_lost(exc, conn):
                 _close_quietly(conn)
                 conn = None
                 # The range stays RUNNING for a dead backend; claim_range will
@@ -124,16 +124,122 @@ def _worker_loop(target: db.Target, batch_id: int, report: WorkerReport,
     _close_quietly(conn)
 
 
+# Class 57 codes that end the session: terminated by an administrator, crash
+# of another server process, server starting or stopping. query_canceled
+# (57014: statement_timeout, pg_cancel_backend) leaves the session usable and
+# is a failure of the statement, not of the link.
+_SESSION_ENDED = ("57P01", "57P02", "57P03")
+
+
+def _sqlstate(exc: BaseException) -> str:
+    return getattr(exc.__cause__, "sqlstate", None) or ""
+
+
 def _is_connection_error(exc: BaseException) -> bool:
     cause = exc.__cause__
     if not isinstance(cause, psycopg.Error):
         return False
     # psycopg makes some server errors OperationalError too (class 55, "batch is
-    # FAILED"): only a missing SQLSTATE or classes 08/57 mean the link is gone.
-    sqlstate = getattr(cause, "sqlstate", None) or ""
+    # FAILED"): only a missing SQLSTATE, class 08 or a session-ending class 57
+    # code mean the link is gone.
+    sqlstate = _sqlstate(exc)
     if sqlstate:
-        return sqlstate[:2] in ("08", "57")
+        return sqlstate[:2] == "08" or sqlstate in _SESSION_ENDED
     return isinstance(cause, psycopg.OperationalError)
+
+
+def _is_lost(exc: BaseException, conn: psycopg.Connection | None) -> bool:
+    return conn is None or conn.closed or conn.broken or _is_connection_error(exc)
+
+
+class _Session:
+    """One of the driver's own connections (phases, status, the monitor),
+    opened again when it is lost: a restarted server or a terminated backend
+    costs a reconnect, not the run. After RECONNECT_SECONDS without the
+    database it gives up, naming the batch and how to finish it."""
+
+    def __init__(self, target: db.Target, batch_id: int, application_name: str) -> None:
+        self.target = target
+        self.batch_id = batch_id
+        self.application_name = application_name
+        self.conn: psycopg.Connection | None = None
+        self._lost_since: float | None = None
+        # The first connection fails at once: a wrong DSN is not an outage.
+        self.conn = db.connect(target, application_name=application_name)
+
+    def connection(self) -> psycopg.Connection:
+        while self.conn is None or self.conn.closed:
+            try:
+                self.conn = db.connect(self.target, application_name=self.application_name)
+            except MonthendError as exc:
+                if not _is_connection_error(exc):
+                    raise
+                self.wait(exc)
+        return self.conn
+
+    def wait(self, exc: BaseException) -> None:
+        """The link is gone: drop it, wait a moment, or give up."""
+        _close_quietly(self.conn)
+        self.conn = None
+        self._lost_since = self._lost_since or time.monotonic()
+        if time.monotonic() - self._lost_since > RECONNECT_SECONDS:
+            raise RunFailed(f"lost the database for {RECONNECT_SECONDS:.0f} s while running "
+                            f"batch {self.batch_id}: {exc}\nWhen it is back, finish the batch "
+                            f"with `monthend resume {self.batch_id}`.") from exc
+        time.sleep(1.0)
+
+    def read(self, name: str, **params: Any) -> list[dict[str, Any]]:
+        """A query that changes nothing: repeated through lost connections."""
+        while True:
+            conn = self.connection()
+            try:
+                rows = db.call(conn, name, **params)
+            except MonthendError as exc:
+                if not _is_lost(exc, conn):
+                    raise
+                self.wait(exc)
+                continue
+            self._lost_since = None
+            return rows
+
+    def status(self) -> dict[str, Any]:
+        rows = self.read("run_status", batch_id=self.batch_id)
+        if not rows:
+            raise RunConflict(f"batch {self.batch_id} does not exist; `monthend status` lists "
+                              "batches.")
+        return rows[0]
+
+    def phase(self, name: str, status: str) -> None:
+        """Call one phase procedure, which the batch being ``status`` called for.
+
+        Returns when the procedure ran, and also when the batch's status must
+        decide what happened: the connection was lost during the call (it may
+        or may not have committed), or the procedure refused because the batch
+        is no longer ``status`` (another driver, or an orphaned backend of a
+        killed one, did the phase meanwhile). The caller reads the status next.
+        """
+        conn = self.connection()
+        try:
+            db.call(conn, name, batch_id=self.batch_id)
+        except MonthendError as exc:
+            if _is_lost(exc, conn):
+                self.wait(exc)
+                return
+            sqlstate = _sqlstate(exc)
+            if sqlstate == "55000" and self.status()["status"] != status:
+                return
+            if sqlstate in ("55P03", "57014"):
+                # lock_timeout or statement_timeout: the phase rolled back, the
+                # batch is as it was.
+                raise RunFailed(f"batch {self.batch_id}: {name} stopped: {exc}\nThe batch is "
+                                f"{status}; finish it with `monthend resume {self.batch_id}`."
+                                ) from exc
+            raise
+        self._lost_since = None
+
+    def close(self) -> None:
+        _close_quietly(self.conn)
+        self.conn = None
 
 
 def _rate(count: int | None, seconds: float | None) -> float | None:
@@ -164,49 +270,57 @@ def process_ranges(target: db.Target, batch_id: int, workers: int, worker_prefix
                                 name=r.name, daemon=True) for r in reports]
     for thread in threads:
         thread.start()
+    monitor: _Session | None = None
     try:
-        with db.connect(target, application_name="monthend monitor") as monitor:
-            next_alerts = 0.0
-            while any(t.is_alive() for t in threads):
-                if time.monotonic() >= next_alerts:
-                    next_alerts = time.monotonic() + ALERT_SECONDS
-                    _evaluate_alerts(monitor, batch_id)
-                progress.on_tick(monitor, batch_id)
-                progress.on_ranges(_status(monitor, batch_id))
-                for thread in threads:
-                    thread.join(timeout=0.5 / max(len(threads), 1))
-            _evaluate_alerts(monitor, batch_id)
-            progress.on_ranges(_status(monitor, batch_id))
-            progress.on_tick(monitor, batch_id)
+        monitor = _Session(target, batch_id, "monthend monitor")
+        next_alerts = 0.0
+        while any(t.is_alive() for t in threads):
+            if time.monotonic() >= next_alerts:
+                next_alerts = time.monotonic() + ALERT_SECONDS
+                _evaluate_alerts(monitor.connection(), batch_id)
+            progress.on_tick(monitor.connection(), batch_id)
+            progress.on_ranges(monitor.status())
+            for thread in threads:
+                thread.join(timeout=0.5 / max(len(threads), 1))
+        _evaluate_alerts(monitor.connection(), batch_id)
+        progress.on_ranges(monitor.status())
+        progress.on_tick(monitor.connection(), batch_id)
     finally:
         stop.set()
         for thread in threads:
             thread.join()
+        if monitor is not None:
+            monitor.close()
     return reports
 
 
 def drive(target: db.Target, batch_id: int, options: RunOptions,
           progress: Progress | None = None) -> dict[str, Any]:
-    """Take a batch from whatever status it has to COMMITTED and post-processed."""
+    """Take a batch from whatever status it has to COMMITTED and post-processed.
+
+    Every step is decided by the batch's status as the database has it, read
+    again after each phase, so a phase whose connection was lost, or that
+    another driver finished first, is neither lost nor done twice."""
     progress = progress or Progress()
-    with db.connect(target, application_name="monthend driver") as conn:
-        row = _status(conn, batch_id)
+    session = _Session(target, batch_id, "monthend driver")
+    try:
+        row = session.status()
         if row["status"] == "FAILED":
-            db.call(conn, "reopen_batch", batch_id=batch_id)
-            row = _status(conn, batch_id)
+            session.phase("reopen_batch", "FAILED")
+            row = session.status()
         while True:
             status = row["status"]
             if status == "STARTED":
                 progress.on_phase("preflight")
-                db.call(conn, "preflight", batch_id=batch_id)
+                session.phase("preflight", status)
             elif status == "PREFLIGHTED":
                 progress.on_phase("allocation")
-                db.call(conn, "allocate_ranges", batch_id=batch_id)
+                session.phase("allocate_ranges", status)
             elif status == "ALLOCATED":
                 progress.on_phase("processing")
                 reports = process_ranges(target, batch_id, options.workers,
                                          options.worker_prefix, progress)
-                row = _status(conn, batch_id)
+                row = session.status()
                 if row["status"] == "ALLOCATED" and row["ranges_done"] != row["range_count"]:
                     problems = "; ".join(r.error for r in reports if r.error) or "workers stopped"
                     raise RunFailed(f"batch {batch_id} is unfinished ({row['ranges_done']} of "
@@ -214,23 +328,24 @@ def drive(target: db.Target, batch_id: int, options: RunOptions,
                                     f"Finish it with `monthend resume {batch_id}`.")
                 if row["status"] == "ALLOCATED":
                     progress.on_phase("validation")
-                    db.call(conn, "validate_batch", batch_id=batch_id)
+                    session.phase("validate_batch", status)
             elif status == "VALIDATED":
                 progress.on_phase("commit")
-                db.call(conn, "commit_batch", batch_id=batch_id)
+                session.phase("commit_batch", status)
             elif status == "COMMITTED":
-                if "post_processing" not in (row["phase_seconds"] or {}):
-                    progress.on_phase("post_processing")
-                    db.call(conn, "post_process", batch_id=batch_id)
-                    row = _status(conn, batch_id)
-                return row
+                if "post_processing" in (row["phase_seconds"] or {}):
+                    return row
+                progress.on_phase("post_processing")
+                session.phase("post_process", status)
             elif status == "FAILED":
                 raise RunFailed(f"batch {batch_id} failed: {row['error']}\n"
                                 f"Fix the cause, then `monthend resume {batch_id}`, or "
                                 f"`monthend cancel {batch_id}`.")
             elif status == "CANCELLED":
                 raise RunConflict(f"batch {batch_id} was cancelled; start a new run.")
-            row = _status(conn, batch_id)
+            row = session.status()
+    finally:
+        session.close()
 
 
 def summary(target: db.Target, batch_id: int) -> dict[str, Any]:
