@@ -330,7 +330,11 @@ class RunHold:
     def _lock(self, statement: str) -> None:
         self.locks.append(LockHolder(self.conninfo, statement))
 
-    def reach(self, proc: subprocess.Popen[str] | None) -> dict[str, Any]:
+    def reach(self, proc: subprocess.Popen[str] | None, wait_phase: bool = True
+              ) -> dict[str, Any]:
+        """``wait_phase=False``: return once the phase's lock is in place and the
+        ranges are let go, without waiting for the phase to block on it (a
+        lock_timeout may end the wait before the test could see it)."""
         assert self.gate is not None, "install() before the run starts"
         held = wait_until_held(self.conn, proc, workers=self.workers, done=self.after_ranges)
         batch_id = held[0]["batch_id"]
@@ -345,6 +349,9 @@ class RunHold:
             self._lock(f"LOCK TABLE batch.stage_journal_entry_header_{batch_id} "
                        "IN ACCESS SHARE MODE")
         self.gate.open()
+        if not wait_phase:
+            assert self.point != "commit_seal", "the seal is reached through validation"
+            return {"batch_id": batch_id, "held": held, "waiting": []}
         if self.point == "commit_seal":
             wait_for_lock_wait(self.conn, _PHASE_QUERY["validation"], proc)
             self._lock("SELECT FROM audit.chain_head FOR SHARE")
@@ -726,8 +733,24 @@ def private_cluster(directory: Path) -> Iterator[EmbeddedCluster]:
         shutil.rmtree(directory / "pgdata", ignore_errors=True)
 
 
+def crash_backend(cluster: EmbeddedCluster, pid: int) -> None:
+    """SIGKILL one backend of ``cluster`` and wait until the postmaster has ended
+    every session, reinitialized and accepts connections again."""
+    log = cluster.log_file
+    offset = log.stat().st_size
+    os.kill(pid, signal.SIGKILL)
+
+    def restarted() -> bool:
+        with log.open() as handle:
+            handle.seek(offset)
+            return "all server processes terminated; reinitializing" in handle.read()
+
+    wait_for(restarted, "the postmaster to restart every session")
+    wait_until_accepting(cluster)
+
+
 def wait_until_accepting(cluster: EmbeddedCluster, timeout: float = 60) -> None:
-    """After a backend crash the postmaster recovers on its own; wait for it."""
+    """After a crash the postmaster recovers on its own; wait for it."""
 
     def accepting() -> bool:
         try:

@@ -10,8 +10,6 @@ mid-range, cancel, and a server crash mid-range are in test_resume.py.
 from __future__ import annotations
 
 import json
-import os
-import signal
 from decimal import Decimal
 
 import psycopg
@@ -31,6 +29,7 @@ from faults import (
     batch_status,
     check_invariants,
     connect,
+    crash_backend,
     finish,
     gate,
     held_workers,
@@ -44,7 +43,6 @@ from faults import (
     wait_for,
     wait_for_lock_wait,
     wait_for_status,
-    wait_until_accepting,
     wait_until_held,
     with_options,
 )
@@ -92,11 +90,10 @@ def test_backend_sigkill_restarts_every_session(private_cluster, clean_fingerpri
         proc = start_cli(target, *DEFAULT.run_args())
         held = wait_until_held(conn, proc)
         batch_id = held[0]["batch_id"]
-        os.kill(held[0]["pid"], signal.SIGKILL)
         if driver == "killed":
             kill_process(proc)
+        crash_backend(private_cluster, held[0]["pid"])
     conn.close()
-    wait_until_accepting(private_cluster)
     log = private_cluster.log_file.read_text()
     assert f"(PID {held[0]['pid']}) was terminated by signal 9" in log
     assert "terminating any other active server processes" in log
