@@ -7,7 +7,11 @@
 -- record_range_failure gives it back. SKIP LOCKED passes over ranges that a
 -- live transaction is processing, so any number of workers, on any host, can
 -- call this concurrently. Commit it on its own: the claim is then visible to
--- the dashboard while the range is processed.
+-- the dashboard while the range is processed. A RUNNING range with no live
+-- claimer is an attempt whose session ended before it could record a result
+-- (a crash, a lost connection): it counts, and at max_attempts the range and
+-- the batch fail instead of the range being handed out again, so a range that
+-- takes its server down on every attempt does not do so for ever.
 CREATE OR REPLACE PROCEDURE batch.claim_range(
     p_batch_id      bigint,
     p_worker        text,
@@ -19,9 +23,13 @@ SECURITY DEFINER
 SET search_path = pg_catalog, pg_temp
 AS $$
 DECLARE
-    v_status text;
+    v_status       text;
+    v_max_attempts integer;
+    v_range_status text;
+    v_attempts     integer;
 BEGIN
-    SELECT r.status INTO v_status FROM batch.run AS r WHERE r.batch_id = p_batch_id;
+    SELECT r.status, r.max_attempts INTO v_status, v_max_attempts
+      FROM batch.run AS r WHERE r.batch_id = p_batch_id;
     IF NOT FOUND THEN
         RAISE EXCEPTION 'batch % does not exist', p_batch_id USING ERRCODE = 'no_data_found';
     ELSIF v_status <> 'ALLOCATED' THEN
@@ -30,7 +38,7 @@ BEGIN
             USING ERRCODE = 'object_not_in_prerequisite_state';
     END IF;
 
-    SELECT rg.range_id INTO p_range_id
+    SELECT rg.range_id, rg.status, rg.attempts INTO p_range_id, v_range_status, v_attempts
       FROM batch.range AS rg
      WHERE rg.batch_id = p_batch_id
        AND ((rg.status = 'PENDING' AND (rg.retry_after IS NULL OR rg.retry_after <= now()))
@@ -38,6 +46,14 @@ BEGIN
      ORDER BY rg.range_no
      LIMIT 1
        FOR UPDATE SKIP LOCKED;
+
+    IF p_range_id IS NOT NULL AND v_range_status = 'RUNNING'
+       AND v_attempts >= v_max_attempts THEN
+        CALL batch.record_range_failure(p_range_id, v_attempts,
+            format('attempt %s ended with its session (a crash or a lost connection) '
+                   'before it recorded a result', v_attempts));
+        p_range_id := NULL;
+    END IF;
 
     IF p_range_id IS NOT NULL THEN
         -- The row lock keeps other claimers off until this commits; by then

@@ -117,6 +117,70 @@ def test_backend_sigkill_restarts_every_session(private_cluster, clean_fingerpri
         check_invariants(conn, clean=clean_fingerprint(DEFAULT))
 
 
+POISON_RANGE_SQL = """
+CREATE FUNCTION public.poison_range() RETURNS trigger
+LANGUAGE plpgsql SET search_path = pg_catalog AS $$
+BEGIN
+    IF (SELECT rg.range_no FROM batch.range AS rg WHERE rg.range_id = NEW.range_id) = 2 THEN
+        PERFORM pg_sleep(60);
+    END IF;
+    RETURN NEW;
+END
+$$;
+CREATE TRIGGER poison_range BEFORE INSERT ON batch.range_total
+    FOR EACH ROW EXECUTE FUNCTION public.poison_range();
+"""
+
+
+def test_range_whose_backend_crashes_every_time_fails_the_batch(private_cluster,
+                                                                 clean_fingerprint):
+    """A poison range: every attempt at range 2 takes its backend down (here the
+    test SIGKILLs it), so no attempt lives to record its own failure. The range
+    still gets no more than --max-attempts attempts: the claim that would hand
+    it out once more fails the range and the batch instead, and the driver exits
+    1 naming the range and how to resume. It is not re-run, crashing the server,
+    for ever."""
+    target = private_target(private_cluster)
+    DEFAULT.generate(target)
+    with connect(target.conninfo) as setup:
+        setup.execute(POISON_RANGE_SQL)
+    proc = start_cli(target, *DEFAULT.run_args(2, "--max-attempts", "2"))
+    crashes = 0
+    for attempt in (1, 2, 3):
+        with connect(target.conninfo) as conn:
+            def poisoned(attempt: int = attempt, conn: psycopg.Connection = conn
+                         ) -> dict | bool | None:
+                if proc.poll() is not None:
+                    return True
+                return conn.execute(
+                    "SELECT a.pid FROM pg_stat_activity AS a JOIN batch.range AS rg "
+                    "ON rg.worker_pid = a.pid WHERE rg.range_no = 2 AND rg.status = 'RUNNING' "
+                    "AND rg.attempts = %s AND a.wait_event = 'PgSleep'", (attempt,)).fetchone()
+
+            victim = wait_for(poisoned, f"attempt {attempt} at range 2")
+        if victim is True:
+            break
+        crash_backend(private_cluster, victim["pid"])
+        crashes += 1
+    if crashes > 2:
+        kill_process(proc)
+        pytest.fail("range 2 was attempted beyond --max-attempts 2")
+    code, out, err = finish(proc)
+    assert code == 1, out + err
+    result = json.loads(out)
+    batch_id = result["batch_id"]
+    assert result["status"] == "FAILED"
+    assert result["error"].startswith("range 2 (") and "failed after 2 attempts" in (
+        result["error"])
+    assert f"monthend resume {batch_id}" in err
+    with connect(target.conninfo) as conn:
+        assert batch_rows(conn, batch_id) == {"status": "FAILED", **NOTHING_POSTED}
+        assert ranges_by_status(conn, batch_id)["FAILED"] == [2]
+        conn.execute("DROP TRIGGER poison_range ON batch.range_total")
+        resume(target, batch_id)
+        check_invariants(conn, clean=clean_fingerprint(DEFAULT))
+
+
 # --- 4. the server stopped with -m immediate during a phase --------------------------
 
 
