@@ -41,6 +41,7 @@ from conftest import monthend_cli
 from ledger_fingerprint import ledger_fingerprint
 from monthend import db, migrate
 from monthend.embedded import TEST_SETTINGS, EmbeddedCluster
+from monthend.errors import ConfigurationError
 
 PERIOD = "2025-01"
 WAIT_SECONDS = 30.0
@@ -285,10 +286,19 @@ def wait_for_lock_wait(conn: psycopg.Connection, query_like: str,
     return wait_for(waiting, f"a backend running {query_like!r} to wait on a lock", proc=proc)
 
 
-# Where a run can be held, and how. "processing" holds ranges at the gate. The
-# later points let the ranges through and then block one phase on a lock it
-# needs, taken from a second connection while the ranges are still held (so the
-# phase cannot have started yet):
+# Where a run can be held, and how. The first two block a phase from the start
+# on a lock it needs, taken before the run (the tables exist once the period is
+# generated); "processing" holds ranges at the gate; the later points let the
+# ranges through and then block one phase on a lock it needs, taken from a
+# second connection while the ranges are still held (so the phase cannot have
+# started yet):
+# - preflight: SHARE on the period's claim partition. Pre-flight reads it
+#   (ACCESS SHARE, compatible), classifies the period's rows and writes their
+#   dead letters and control totals, then waits for ROW EXCLUSIVE to write the
+#   claims: all of it uncommitted.
+# - allocation: SHARE UPDATE EXCLUSIVE on gl.posting_rule. Pre-flight only reads
+#   it; allocate_ranges takes the batch's je_id block and writes its ranges,
+#   then waits to ANALYZE it (SHARE UPDATE EXCLUSIVE conflicts with itself).
 # - validation: ACCESS SHARE on the batch's staging header table. validate_batch
 #   reads it (ACCESS SHARE, compatible), records every check, then needs ACCESS
 #   EXCLUSIVE to add the primary key ATTACH will adopt: it waits there with all
@@ -305,26 +315,35 @@ def wait_for_lock_wait(conn: psycopg.Connection, query_like: str,
 #   record is appended under the same row lock.
 # - post_processing: SHARE on batch.kpi, which only post-processing writes: the
 #   batch is committed and post_process waits to record its KPIs.
-HOLD_POINTS = ("processing", "validation", "commit_attach", "commit_seal", "post_processing")
-_PHASE_QUERY = {"validation": "%batch.validate_batch%", "commit_attach": "%batch.commit_batch%",
+HOLD_POINTS = ("preflight", "allocation", "processing", "validation", "commit_attach",
+               "commit_seal", "post_processing")
+EARLY_POINTS = ("preflight", "allocation")
+_PHASE_QUERY = {"preflight": "%batch.preflight%", "allocation": "%batch.allocate_ranges%",
+                "validation": "%batch.validate_batch%", "commit_attach": "%batch.commit_batch%",
                 "commit_seal": "%batch.commit_batch%", "post_processing": "%batch.post_process%"}
 
 
 class RunHold:
     """Holds a run at one of HOLD_POINTS. ``install`` before the run starts (the
-    gate must be in place), ``reach`` once it runs: returns the batch and the
-    backends that wait. ``release`` lets everything go."""
+    gate or the early lock must be in place), ``reach`` once it runs: returns the
+    batch and the backends that wait. ``release`` lets everything go."""
 
     def __init__(self, conninfo: str, conn: psycopg.Connection, point: str,
-                 after_ranges: int = 1, workers: int = 2) -> None:
+                 after_ranges: int = 1, workers: int = 2, period: str = PERIOD) -> None:
         assert point in HOLD_POINTS, point
         self.conninfo, self.conn, self.point = conninfo, conn, point
-        self.after_ranges, self.workers = after_ranges, workers
+        self.after_ranges, self.workers, self.period = after_ranges, workers, period
         self.gate: Gate | None = None
         self.locks: list[LockHolder] = []
 
     def install(self) -> RunHold:
-        self.gate = Gate(self.conninfo, f"> {self.after_ranges}")
+        if self.point == "preflight":
+            self._lock(f"LOCK TABLE batch.source_claim_{self.period.replace('-', '_')} "
+                       "IN SHARE MODE")
+        elif self.point == "allocation":
+            self._lock("LOCK TABLE gl.posting_rule IN SHARE UPDATE EXCLUSIVE MODE")
+        else:
+            self.gate = Gate(self.conninfo, f"> {self.after_ranges}")
         return self
 
     def _lock(self, statement: str) -> None:
@@ -335,6 +354,14 @@ class RunHold:
         """``wait_phase=False``: return once the phase's lock is in place and the
         ranges are let go, without waiting for the phase to block on it (a
         lock_timeout may end the wait before the test could see it)."""
+        if self.point in EARLY_POINTS:
+            batch_id = wait_for_status(self.conn, None, {"STARTED", "PREFLIGHTED"},
+                                       proc)["batch_id"]
+            if not wait_phase:
+                return {"batch_id": batch_id, "held": [], "waiting": []}
+            waiting = wait_for_lock_wait(self.conn, _PHASE_QUERY[self.point], proc)
+            return {"batch_id": batch_id, "held": [], "waiting": [waiting["pid"]],
+                    "application_name": waiting["application_name"]}
         assert self.gate is not None, "install() before the run starts"
         held = wait_until_held(self.conn, proc, workers=self.workers, done=self.after_ranges)
         batch_id = held[0]["batch_id"]
@@ -376,8 +403,8 @@ class RunHold:
 
 @contextlib.contextmanager
 def run_hold(conninfo: str, conn: psycopg.Connection, point: str, after_ranges: int = 1,
-             workers: int = 2) -> Iterator[RunHold]:
-    hold = RunHold(conninfo, conn, point, after_ranges, workers).install()
+             workers: int = 2, period: str = PERIOD) -> Iterator[RunHold]:
+    hold = RunHold(conninfo, conn, point, after_ranges, workers, period).install()
     try:
         yield hold
     finally:
@@ -731,6 +758,26 @@ def private_cluster(directory: Path) -> Iterator[EmbeddedCluster]:
         with contextlib.suppress(Exception):
             cluster.stop("immediate")
         shutil.rmtree(directory / "pgdata", ignore_errors=True)
+
+
+def restart(cluster: EmbeddedCluster, seconds: float = 20) -> None:
+    """Start a stopped private cluster again. Its port lies in the kernel's
+    ephemeral range (32768-60999 here): while the server was down, any client's
+    outgoing connection may have been given it as its local port, and until
+    that connection ends the server cannot listen on it."""
+    deadline = time.monotonic() + seconds
+    while True:
+        offset = cluster.log_file.stat().st_size if cluster.log_file.exists() else 0
+        try:
+            cluster.start()
+            return
+        except ConfigurationError:
+            with cluster.log_file.open() as handle:
+                handle.seek(offset)
+                port_taken = "Address already in use" in handle.read()
+            if not port_taken or time.monotonic() > deadline:
+                raise
+            time.sleep(0.5)
 
 
 def crash_backend(cluster: EmbeddedCluster, pid: int) -> None:

@@ -1,6 +1,7 @@
 """A seeded random schedule of faults. Each seed chooses a fault, the point it
-hits (after k ranges are done, or inside validation, the commit's attach, the
-commit's seal or post-processing: faults.HOLD_POINTS), the number of workers,
+hits (after k ranges are done, or inside pre-flight, allocation, validation,
+the commit's attach, the commit's seal or post-processing: faults.HOLD_POINTS),
+the number of workers,
 the data set, and how the run is recovered; the run is held at that point, the
 fault injected, the batch recovered, and faults.check_invariants compares the
 result with a clean run of the same data.
@@ -48,6 +49,7 @@ from faults import (
     held_workers,
     kill_process,
     private_cluster,
+    restart,
     start_cli,
     wait_for,
     wait_for_lock_wait,
@@ -190,7 +192,7 @@ class Trial:
                               "SET client_connection_check_interval = '100ms'")
         timeout = plan.fault in TIMEOUTS
         hold = RunHold(self.target.conninfo, self.conn, plan.point, plan.after_ranges,
-                       1 if timeout else plan.workers).install()
+                       1 if timeout else plan.workers, plan.dataset.period).install()
         try:
             proc = start_cli(self.driver_target(),
                              *plan.dataset.run_args(plan.workers, "--max-attempts", "3"))
@@ -288,7 +290,7 @@ class Trial:
         if self.plan.recovery == "resume":
             kill_process(proc)
         hold.release()
-        self.cluster.start()
+        restart(self.cluster)
         self.reconnect()
         if self.plan.recovery == "resume":
             assert_all_or_nothing(self.conn, self.batch_id)

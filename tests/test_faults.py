@@ -37,6 +37,7 @@ from faults import (
     kill_process,
     range_attempts,
     ranges_by_status,
+    restart,
     run_hold,
     stage_tables,
     start_cli,
@@ -184,8 +185,8 @@ def test_range_whose_backend_crashes_every_time_fails_the_batch(private_cluster,
 # --- 4. the server stopped with -m immediate during a phase --------------------------
 
 
-@pytest.mark.parametrize("point", ["validation", "commit_attach", "commit_seal",
-                                   "post_processing"])
+@pytest.mark.parametrize("point", ["preflight", "allocation", "validation", "commit_attach",
+                                   "commit_seal", "post_processing"])
 def test_server_stop_immediate_during_phase(private_cluster, clean_fingerprint, point):
     """`pg_ctl stop -m immediate` (no shutdown checkpoint, crash recovery at the
     next start) while the driver's backend waits inside a phase on a lock the
@@ -206,14 +207,28 @@ def test_server_stop_immediate_during_phase(private_cluster, clean_fingerprint, 
             private_cluster.stop("immediate")
             kill_process(proc)
         conn.close()
-        private_cluster.start()
+        restart(private_cluster)
         conn = connect(target.conninfo)
 
         is_in = assert_all_or_nothing(conn, batch_id)
         assert is_in == (point == "post_processing")
-        expected_status = {"validation": "ALLOCATED", "commit_attach": "VALIDATED",
+        expected_status = {"preflight": "STARTED", "allocation": "PREFLIGHTED",
+                           "validation": "ALLOCATED", "commit_attach": "VALIDATED",
                            "commit_seal": "VALIDATED", "post_processing": "COMMITTED"}[point]
         assert status_before == batch_status(conn, batch_id) == expected_status
+        if point in ("preflight", "allocation"):
+            # The dead letters and claims, or the ranges and the je_id block,
+            # went with the phase's transaction.
+            left = conn.execute("""
+                SELECT (SELECT count(*) FROM batch.dead_letter) AS dead_letters,
+                       (SELECT count(*) FROM batch.source_claim) AS claims,
+                       (SELECT count(*) FROM batch.range) AS ranges,
+                       (SELECT next_je_id FROM gl.je_id_allocator) AS next_je_id
+                """).fetchone()
+            assert left["ranges"] == 0 and left["next_je_id"] == 1, left
+            assert (left["dead_letters"] == 0) == (left["claims"] == 0) == (
+                point == "preflight"), left
+            assert stage_tables(conn) == []
         if point == "validation":
             # The checks it had written went with its transaction.
             assert conn.execute("SELECT count(*) AS n FROM batch.validation_result "

@@ -29,6 +29,7 @@ from faults import (
     gate,
     kill_process,
     ranges_by_status,
+    restart,
     stage_tables,
     start_cli,
     wait_for,
@@ -188,7 +189,7 @@ def test_resume_after_server_crash(private_cluster, clean_fingerprint):
             private_cluster.stop("immediate")
             kill_process(proc)
         conn.close()
-        private_cluster.start()
+        restart(private_cluster)
         conn = psycopg.connect(target.conninfo, autocommit=True, row_factory=dict_row)
 
         assert ranges_by_status(conn, batch_id) == before
