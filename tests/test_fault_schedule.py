@@ -61,7 +61,7 @@ from monthend.embedded import EmbeddedCluster
 SEED_VARIABLE = "MONTHEND_FAULT_SEED"
 QUICK_SEEDS = (2, 7, 17)
 SLOW_FIRST_SEED = int(os.environ.get("MONTHEND_FAULT_FIRST_SEED", "1000"))
-SLOW_ITERATIONS = int(os.environ.get("MONTHEND_FAULT_ITERATIONS", "60"))
+SLOW_ITERATIONS = int(os.environ.get("MONTHEND_FAULT_ITERATIONS", "100"))
 
 PHASES_ONLY = tuple(p for p in HOLD_POINTS if p != "processing")
 # A timeout could end the wait for the seal's lock before the commit is reached
