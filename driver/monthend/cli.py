@@ -192,10 +192,16 @@ def _drive(ctx: click.Context, batch_id: int, options: runner.RunOptions, as_jso
     display = RunDisplay(quiet=as_json)
     try:
         runner.drive(target, batch_id, options, display.hooks())
-    except MonthendError:
+    except MonthendError as failure:
         display.close()
         if as_json:
-            emit_json(runner.summary(target, batch_id))
+            try:
+                document = runner.summary(target, batch_id)
+            except MonthendError:
+                # The database is gone too: the scheduler still gets one
+                # document, carrying the run's own error rather than this one.
+                document = {"batch_id": batch_id, "status": "UNKNOWN", "error": str(failure)}
+            emit_json(document)
         raise
     _finish(target, batch_id, as_json, display)
 
