@@ -7,7 +7,9 @@
 -- so a range or a single row is computed without touching the rest. The
 -- functional currency is read by uncorrelated scalar subqueries (InitPlans,
 -- once per statement), not joined: a join to the one-row setting table
--- costs a hash probe on every line.
+-- costs a hash probe on every line. batch.process_range keeps the joins in
+-- the order written below (join_collapse_limit = 1): currency and FX rate
+-- per source row first, posting rules (the fan-out to lines) last.
 CREATE OR REPLACE VIEW gl.journal_line_amount AS
 SELECT l.source_type,
        l.source_id,
