@@ -271,18 +271,23 @@ class Trial:
     def lock_timeout(self, hold: RunHold, proc: Any, reached: dict) -> None:
         self._timeout(hold, proc)
 
-    def backend_sigkill(self, hold: RunHold, proc: Any, reached: dict) -> None:
-        assert self.cluster is not None
-        if self.plan.recovery == "resume":
-            kill_process(proc)
-        crash_backend(self.cluster, reached["waiting"][0])
-        hold.release()
+    def recover_after_crash(self, proc: Any) -> None:
+        """After the server lost every session: reconnect, then resume (the
+        batch must be all or nothing first) or let the surviving driver finish."""
         self.reconnect()
         if self.plan.recovery == "resume":
             assert_all_or_nothing(self.conn, self.batch_id)
             self.resume()
         else:
             self.settle(proc)
+
+    def backend_sigkill(self, hold: RunHold, proc: Any, reached: dict) -> None:
+        assert self.cluster is not None
+        if self.plan.recovery == "resume":
+            kill_process(proc)
+        crash_backend(self.cluster, reached["waiting"][0])
+        hold.release()
+        self.recover_after_crash(proc)
 
     def server_stop(self, hold: RunHold, proc: Any, reached: dict) -> None:
         assert self.cluster is not None
@@ -291,12 +296,7 @@ class Trial:
             kill_process(proc)
         hold.release()
         restart(self.cluster)
-        self.reconnect()
-        if self.plan.recovery == "resume":
-            assert_all_or_nothing(self.conn, self.batch_id)
-            self.resume()
-        else:
-            self.settle(proc)
+        self.recover_after_crash(proc)
 
     def joiner_sigkill(self, hold: RunHold, proc: Any, reached: dict) -> None:
         before = {h["pid"] for h in held_workers(self.conn)}
