@@ -1,0 +1,160 @@
+"""What one part of batch.process_range costs: the range with and without it.
+
+A part of the range statement cannot be timed inside it (EXPLAIN ANALYZE's
+per-node clocks inflate nodes that pass many rows), so this tool derives a
+twin of the procedure from procedures/process_range.sql with one part taken
+out, installs it as batch.process_range_without_<part>, and processes the
+ranges of one batch in turn with the procedure and each twin, on one
+connection. It prints each one's mean and median per range and what the part
+costs, then cancels the batch (its rows are unposted again) and drops the
+twins. Never run it against a production database.
+
+Parts:
+  seal           canonical text of every row, the range digest, the RANGE_DONE audit row
+  balance_check  the per-entry debits = credits check (hash aggregate over the lines)
+  digest_order   only the ORDER BY of the digest's string_agg (the sort)
+
+    python tools/range_ablation.py --period 2031-01 --txns 400000 --without seal
+    python tools/range_ablation.py --period 2031-02 --txns 600000 \\
+        --without balance_check --without digest_order
+
+The period must have no source rows and no batch yet: the tool generates them.
+The first range of each procedure is a warm-up and is left out of the figures.
+"""
+
+from __future__ import annotations
+
+import argparse
+import re
+import statistics
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+from monthend import db
+
+PROCEDURE_FILE = Path(__file__).resolve().parents[1] / "procedures" / "process_range.sql"
+
+
+class ShapeChanged(SystemExit):
+    def __init__(self, part: str) -> None:
+        super().__init__(f"{PROCEDURE_FILE} no longer has the {part} where this tool looks for "
+                         f"it; update without_{part}() to the procedure's new shape.")
+
+
+def without_seal(source: str) -> str:
+    twin, headers = re.subn(r",\s*audit\.canonical_header_text\([^)]*\) AS canonical", "", source)
+    twin, lines = re.subn(r",\s*audit\.canonical_line_text\([^)]*\) AS canonical", "", twin)
+    start = twin.find("(SELECT sha256(")
+    end = twin.find("AS x)", start) + len("AS x)")
+    audit = twin.find("PERFORM audit.append('RANGE_DONE'")
+    if headers != 1 or lines != 1 or start < 0 or end < start or audit < 0:
+        raise ShapeChanged("seal")
+    twin = twin[:start] + "NULL::bytea" + twin[end:]
+    audit = twin.find("PERFORM audit.append('RANGE_DONE'")
+    close = twin.find("));", audit)
+    return (twin[:audit] + "PERFORM 1 WHERE false AND " + twin[audit + 8:close + 2]
+            + " IS NOT NULL" + twin[close + 2:])
+
+
+def without_balance_check(source: str) -> str:
+    twin, found = re.subn(r"\(SELECT count\(\*\) FROM \(\s*SELECT d\.je_id FROM detail AS d"
+                          r" GROUP BY d\.je_id\s*HAVING sum\(d\.debit - d\.credit\) <> 0"
+                          r".*?\) AS u\)", "0::bigint", source, flags=re.S)
+    if found != 1:
+        raise ShapeChanged("balance_check")
+    return twin
+
+
+def without_digest_order(source: str) -> str:
+    twin, found = re.subn(r"(string_agg\(x\.canonical, E'\\n')\s*ORDER BY x\.je_id, x\.line_no\)",
+                          r"\1)", source)
+    if found != 1:
+        raise ShapeChanged("digest_order")
+    return twin
+
+
+PARTS: dict[str, Callable[[str], str]] = {
+    "seal": without_seal,
+    "balance_check": without_balance_check,
+    "digest_order": without_digest_order,
+}
+
+
+def twin_of(source: str, part: str) -> str:
+    """The procedure without one part, renamed, its GRANT left out."""
+    twin = PARTS[part](source).replace("PROCEDURE batch.process_range(",
+                                       f"PROCEDURE batch.process_range_without_{part}(")
+    return twin[:twin.index("GRANT EXECUTE")]
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--dsn", help="database (default: DATABASE_URL, PG*, embedded cluster)")
+    parser.add_argument("--period", required=True, help="an unused period, YYYY-MM")
+    parser.add_argument("--txns", type=int, default=400_000)
+    parser.add_argument("--range-size", type=int, default=10_000)
+    parser.add_argument("--without", action="append", choices=sorted(PARTS), required=True,
+                        help="a part to take out (repeat for several twins)")
+    args = parser.parse_args()
+    parts = list(dict.fromkeys(args.without))
+    names = ["process_range"] + [f"process_range_without_{p}" for p in parts]
+    if args.txns < 2 * len(names) * args.range_size:
+        print(f"--txns {args.txns} gives fewer than two ranges for each of {len(names)} "
+              f"procedures; give at least {2 * len(names) * args.range_size}", file=sys.stderr)
+        return 2
+
+    source = PROCEDURE_FILE.read_text()
+    twins = [twin_of(source, p) for p in parts]
+    target = db.resolve_target(args.dsn)
+    with db.connect(target) as conn:
+        used = conn.execute("SELECT EXISTS (SELECT FROM batch.run WHERE period = %s) AS used",
+                            (args.period,)).fetchone()
+        if used["used"]:
+            print(f"period {args.period} already has a batch; choose an unused period",
+                  file=sys.stderr)
+            return 2
+        conn.execute("CALL subledger.generate_transactions(%s, %s, 0, 1, NULL, NULL, NULL)",
+                     (args.period, args.txns))
+        batch_id = conn.execute("CALL batch.start_run(%s, 1, %s, 3, NULL)",
+                                (args.period, args.range_size)).fetchone()["p_batch_id"]
+        conn.execute("CALL batch.preflight(%s)", (batch_id,))
+        conn.execute("CALL batch.allocate_ranges(%s)", (batch_id,))
+        timings: dict[str, list[float]] = {name: [] for name in names}
+        try:
+            for twin in twins:
+                conn.execute(twin)
+            turn = 0
+            while True:
+                claim = conn.execute("CALL batch.claim_range(%s, 'range-ablation', NULL, NULL, "
+                                     "NULL)", (batch_id,)).fetchone()
+                range_id = claim["p_range_id"]
+                if range_id is None:
+                    break
+                name = names[turn % len(names)]
+                turn += 1
+                started = time.perf_counter()
+                conn.execute(f"CALL batch.{name}(%s)", (range_id,))
+                timings[name].append(time.perf_counter() - started)
+        finally:
+            for name in names[1:]:
+                conn.execute(f"DROP PROCEDURE IF EXISTS batch.{name}(bigint)")
+            conn.execute("CALL batch.cancel_batch(%s)", (batch_id,))
+
+    print(f"batch {batch_id}, {args.txns} rows, ranges of {args.range_size}, "
+          f"one connection, first range of each left out")
+    full = statistics.mean(timings["process_range"][1:]) * 1000
+    for name in names:
+        runs = timings[name][1:]
+        mean = statistics.mean(runs) * 1000
+        line = (f"  {name:38s} {len(runs):3d} ranges  mean {mean:7.1f} ms  "
+                f"median {statistics.median(runs) * 1000:7.1f} ms")
+        if name != "process_range":
+            line += f"  -> the part costs {full - mean:6.1f} ms, {100 * (full - mean) / full:4.1f}%"
+        print(line)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
