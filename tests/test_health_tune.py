@@ -17,6 +17,7 @@ import yaml
 from psycopg.rows import dict_row
 
 from conftest import monthend_cli, repo_root
+from monthend.embedded import SERVER_MALLOC_ENVIRONMENT
 
 RULES = repo_root() / "monitoring" / "monthend-alerts.yml"
 RULE_TESTS = repo_root() / "monitoring" / "monthend-alerts.test.yml"
@@ -266,3 +267,20 @@ def test_role_can_read_health_views(target):
         conn.execute("SET ROLE monthend_runner")
         assert conn.execute("SELECT score FROM batch.health_score").fetchone()["score"] >= 0
         assert conn.execute("SELECT count(*) AS n FROM batch.health_bloat").fetchone()["n"] >= 0
+
+
+def test_tune_prints_the_server_environment(target):
+    text = monthend_cli(target, "tune", "--ram", "24GB", "--cores", "2", check=True).stdout
+    document = json.loads(monthend_cli(target, "tune", "--ram", "24GB", "--cores", "2",
+                                       "--json", check=True).stdout)
+    assert document["server_environment"] == SERVER_MALLOC_ENVIRONMENT
+    for name, value in SERVER_MALLOC_ENVIRONMENT.items():
+        assert f"#   {name}={value}\n" in text
+
+
+def test_embedded_server_runs_with_the_malloc_environment(private_cluster):
+    """The thresholds reach the postmaster, and so every backend it forks."""
+    pid = (private_cluster.data_dir / "postmaster.pid").read_text().split("\n", 1)[0]
+    environ = Path(f"/proc/{pid}/environ").read_bytes().split(b"\0")
+    for name, value in SERVER_MALLOC_ENVIRONMENT.items():
+        assert f"{name}={value}".encode() in environ
