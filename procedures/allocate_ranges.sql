@@ -31,6 +31,17 @@ BEGIN
        SET next_je_id = next_je_id + v_run.je_count
     RETURNING next_je_id - v_run.je_count INTO v_je_id_base;
 
+    -- Every range statement plans from these statistics: the period's claims
+    -- were just written in bulk (autovacuum has not seen them), and reference
+    -- tables of a few rows never reach autovacuum's analyze threshold, so
+    -- without this the planner guesses thousands of rules and one claim.
+    -- Taken before the ranges are cut: knowing the claims' size, the planner
+    -- reads them in key order from the primary key and groups the buckets by
+    -- hashing, where it otherwise sorted every claim twice (two external
+    -- sorts of 330 MB and 411 MB at 10M rows).
+    EXECUTE format('ANALYZE batch.%I', 'source_claim_' || replace(v_run.period, '-', '_'));
+    ANALYZE gl.currency, gl.fx_rate, gl.posting_rule, gl.journal_template, gl.setting;
+
     INSERT INTO batch.range (batch_id, range_no, source_type, lo_source_id, hi_source_id,
                              row_count, je_offset, je_count)
     SELECT p_batch_id,
@@ -64,13 +75,6 @@ BEGIN
                         p_batch_id, v_rows, v_jes, v_run.claimed_rows, v_run.je_count
             USING ERRCODE = 'data_exception';
     END IF;
-
-    -- Every range statement plans from these statistics: the period's claims
-    -- were just written in bulk (autovacuum has not seen them), and reference
-    -- tables of a few rows never reach autovacuum's analyze threshold, so
-    -- without this the planner guesses thousands of rules and one claim.
-    EXECUTE format('ANALYZE batch.%I', 'source_claim_' || replace(v_run.period, '-', '_'));
-    ANALYZE gl.currency, gl.fx_rate, gl.posting_rule, gl.journal_template, gl.setting;
 
     PERFORM batch.create_batch_stage(p_batch_id, v_run.period);
 
