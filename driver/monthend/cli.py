@@ -485,7 +485,7 @@ def tune(ram: str, cores: int, workers: int | None, storage: str, day_connection
         values = tuning.settings(machine)
         emit_json({"ram_bytes": machine.ram, "cores": cores, "workers": machine.workers,
                    "window": values["window"], "restore": values["restore"],
-                   "server_environment": tuning.SERVER_ENVIRONMENT})
+                   "server_environment": tuning.SERVER_MALLOC_ENVIRONMENT})
     else:
         click.echo(tuning.render(machine, restore=restore), nl=False)
 

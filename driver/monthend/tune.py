@@ -20,10 +20,6 @@ import jinja2
 from monthend.embedded import SERVER_MALLOC_ENVIRONMENT
 from monthend.errors import ConfigurationError
 
-# Environment of the server process, not postgresql.conf settings: the same
-# glibc malloc thresholds the embedded cluster starts its server with.
-SERVER_ENVIRONMENT = SERVER_MALLOC_ENVIRONMENT
-
 KB = 1024
 MB = 1024 * KB
 GB = 1024 * MB
@@ -128,5 +124,5 @@ def render(machine: Machine, restore: bool = False) -> str:
     values = settings(machine)
     return env.from_string(template_text).render(
         m=machine, w=values["window"], r=values["restore"], restore=restore,
-        server_environment=SERVER_ENVIRONMENT,
+        server_environment=SERVER_MALLOC_ENVIRONMENT,
         ram=pg_size(machine.ram))
