@@ -32,19 +32,6 @@
 -- by entry (a row lists the others), so a ledger rewritten wholesale costs a
 -- bounded search. One row per problem; no rows: all is well.
 
--- The result gained je_id and je_number; CREATE OR REPLACE cannot change a
--- result type, so the older function is dropped once.
-DO $$
-BEGIN
-    IF to_regprocedure('audit.verify_batch(bigint)') IS NOT NULL
-       AND NOT EXISTS (SELECT FROM pg_proc AS p
-                       WHERE p.oid = to_regprocedure('audit.verify_batch(bigint)')
-                         AND 'je_number' = ANY (p.proargnames)) THEN
-        DROP FUNCTION audit.verify_batch(bigint);
-    END IF;
-END
-$$;
-
 CREATE OR REPLACE FUNCTION audit.verify_batch(p_batch_id bigint)
 RETURNS TABLE (range_no integer, problem text, detail text, je_id bigint, je_number text)
 LANGUAGE plpgsql
@@ -308,9 +295,8 @@ BEGIN
            END,
            l.je_id,
            CASE WHEN l.problem = 'ROWS_OUTSIDE_RANGES' THEN l.je_number
-                ELSE coalesce(l.je_number, v_run.period || '-' || to_char(
-                         v_run.je_number_base + (l.je_id - v_run.je_id_base) + 1,
-                         'FM0000000000')) END
+                ELSE coalesce(l.je_number, gl.format_je_number(v_run.period,
+                         v_run.je_number_base + (l.je_id - v_run.je_id_base) + 1)) END
     FROM listed AS l
     WHERE l.k <= c_listed
     UNION ALL
@@ -335,9 +321,9 @@ BEGIN
 
 
     -- 4. Locate the damage inside the ranges whose digest differs. Their rows
-    --    are set beside the range rebuilt from its claims exactly as
-    --    batch.process_range builds it (same je_id and je_number arithmetic,
-    --    amounts from gl.journal_line_amount) and grouped by entry and by line,
+    --    are set beside the range rebuilt from its claims by
+    --    batch.range_journal_line, the definition batch.process_range writes
+    --    the range from, and grouped by entry and by line,
     --    so every comparison is an aggregate, never a join of two large sets.
     --    Structural checks need only the templates; a row-by-row comparison is
     --    only believed in a range whose rebuild hashes to the sealed digest,
@@ -360,28 +346,14 @@ BEGIN
             -- OFFSET 0 keeps this a subquery of its own, so the range's bounds
             -- reach below the view's window as filters instead of becoming a
             -- join over every source row.
-            SELECT c.source_type, v.source_id, v.txn_type, v.txn_date, v.currency, v.amount,
-                   v.fx_rate, v.je_seq, v.line_no, v.account_code, v.side::text AS side,
-                   CASE v.side WHEN 'D' THEN v.line_amount ELSE 0 END AS debit,
-                   CASE v.side WHEN 'C' THEN v.line_amount ELSE 0 END AS credit,
-                   CASE v.side WHEN 'D' THEN v.line_amount_f ELSE 0 END AS functional_debit,
-                   CASE v.side WHEN 'C' THEN v.line_amount_f ELSE 0 END AS functional_credit,
-                   t.description, t.line_count AS template_lines,
-                   v.line_no = t.first_line_no AS is_first_line,
-                   v_run.je_id_base + c.je_offset + t.je_index AS je_id,
-                   v_run.period || '-' || to_char(v_run.je_number_base + c.je_offset
-                                                  + t.je_index + 1, 'FM0000000000') AS je_number
-            FROM batch.source_claim AS c
-            JOIN gl.journal_line_amount AS v
-              ON v.source_type = c.source_type AND v.source_id = c.source_id
-            JOIN gl.journal_template_index AS t
-              ON t.source_type = v.source_type AND t.txn_type = v.txn_type
-             AND t.je_seq = v.je_seq
-            WHERE c.period = v_run.period AND c.batch_id = p_batch_id
-              AND c.source_type = d.source_type
-              AND c.source_id BETWEEN d.lo_source_id AND d.hi_source_id
-              AND v.source_type = d.source_type
-              AND v.source_id BETWEEN d.lo_source_id AND d.hi_source_id
+            SELECT l.source_type, l.source_id, l.txn_type, l.je_date AS txn_date, l.currency,
+                   l.source_amount AS amount, l.fx_rate, l.je_seq, l.line_no, l.account_code,
+                   l.side, l.debit, l.credit, l.functional_debit, l.functional_credit,
+                   l.description, l.template_lines, l.is_first_line, l.je_id,
+                   gl.format_je_number(v_run.period, l.je_no) AS je_number
+            FROM batch.range_journal_line(p_batch_id, v_run.period, d.source_type,
+                                          d.lo_source_id, d.hi_source_id, v_run.je_id_base,
+                                          v_run.je_number_base) AS l
             OFFSET 0
         ) AS e
     ), side_by_side AS MATERIALIZED (
@@ -513,9 +485,9 @@ BEGIN
         GROUP BY s.range_no, s.je_id, s.line_no
     ), entry_checked AS (
         SELECT e.*, r.trusted,
-               v_run.period || '-' || to_char(v_run.je_number_base
-                                              + (e.je_id - v_run.je_id_base) + 1,
-                                              'FM0000000000') AS placed_je_number
+               gl.format_je_number(v_run.period,
+                                   v_run.je_number_base + (e.je_id - v_run.je_id_base) + 1)
+                   AS placed_je_number
         FROM entry AS e JOIN rebuilt AS r ON r.range_no = e.range_no
     ), line_checked AS (
         SELECT l.*, r.trusted FROM line AS l JOIN rebuilt AS r ON r.range_no = l.range_no
@@ -622,9 +594,8 @@ BEGIN
         UNION ALL
         SELECT l.range_no, 'LINE_UNEXPECTED', l.je_id,
                coalesce(l.e_je_number,
-                        v_run.period || '-' || to_char(v_run.je_number_base
-                                                       + (l.je_id - v_run.je_id_base) + 1,
-                                                       'FM0000000000')),
+                        gl.format_je_number(v_run.period, v_run.je_number_base
+                                                          + (l.je_id - v_run.je_id_base) + 1)),
                format('line %s (account %s) is in the ledger %s time(s), sealed %s time(s)',
                       l.line_no, l.a_account_code, l.a_rows, l.e_rows)
         FROM line_checked AS l

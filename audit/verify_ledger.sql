@@ -63,9 +63,13 @@ BEGIN
     RETURN QUERY
     WITH numbered AS (
         SELECT h.period, h.batch_id, h.je_id, h.je_number,
-               CASE WHEN h.je_number ~ '^[0-9]{4}-[0-9]{2}-[0-9]{10}$'
-                         AND left(h.je_number, 7) = h.period
-                    THEN right(h.je_number, 10)::bigint END AS no
+               -- The number is what follows '<period>-', when formatting it
+               -- back (gl.format_je_number) gives the je_number exactly.
+               CASE WHEN substr(h.je_number, length(h.period) + 2) ~ '^[0-9]{1,18}$'
+                    THEN CASE WHEN gl.format_je_number(h.period, substr(
+                                       h.je_number, length(h.period) + 2)::bigint) = h.je_number
+                              THEN substr(h.je_number, length(h.period) + 2)::bigint END
+               END AS no
         FROM gl.journal_entry_header AS h
     ), neighbours AS (
         -- The full join keeps periods without any header (je_id NULL).
@@ -111,19 +115,20 @@ BEGIN
         UNION ALL
         -- Numbers missing before the first one used.
         SELECT x.period, NULL::bigint, 'NUMBER_GAP',
-               x.period || '-' || to_char(1, 'FM0000000000'),
-               format('je_numbers %s-%s..%s are missing (period %s has used %s)', x.period,
-                      to_char(1, 'FM0000000000'), to_char(least(x.no - 1, x.used),
-                      'FM0000000000'), x.period, x.used)
+               gl.format_je_number(x.period, 1),
+               format('je_numbers %s..%s are missing (period %s has used %s)',
+                      gl.format_je_number(x.period, 1),
+                      gl.format_je_number(x.period, least(x.no - 1, x.used)), x.period, x.used)
         FROM candidate AS x
         WHERE x.known_period AND x.pos = 1 AND x.no > 1 AND x.used >= 1
         UNION ALL
         -- Numbers missing after this one, up to the next one used or N.
         SELECT x.period, NULL::bigint, 'NUMBER_GAP',
-               x.period || '-' || to_char(x.no + 1, 'FM0000000000'),
-               format('je_numbers %s-%s..%s are missing (period %s has used %s)', x.period,
-                      to_char(x.no + 1, 'FM0000000000'),
-                      to_char(least(coalesce(x.next_no - 1, x.used), x.used), 'FM0000000000'),
+               gl.format_je_number(x.period, x.no + 1),
+               format('je_numbers %s..%s are missing (period %s has used %s)',
+                      gl.format_je_number(x.period, x.no + 1),
+                      gl.format_je_number(x.period,
+                                          least(coalesce(x.next_no - 1, x.used), x.used)),
                       x.period, x.used)
         FROM candidate AS x
         WHERE x.known_period AND x.no IS NOT NULL AND x.no >= 0 AND x.no < x.used
@@ -131,10 +136,10 @@ BEGIN
         UNION ALL
         -- A period that used numbers and has no valid one in the ledger.
         SELECT x.period, NULL::bigint, 'NUMBER_GAP',
-               x.period || '-' || to_char(1, 'FM0000000000'),
-               format('je_numbers %s-%s..%s are missing: the period has used %s and the '
-                      'ledger holds none of them', x.period, to_char(1, 'FM0000000000'),
-                      to_char(x.used, 'FM0000000000'), x.used)
+               gl.format_je_number(x.period, 1),
+               format('je_numbers %s..%s are missing: the period has used %s and the '
+                      'ledger holds none of them', gl.format_je_number(x.period, 1),
+                      gl.format_je_number(x.period, x.used), x.used)
         FROM candidate AS x
         WHERE x.known_period AND x.used > 0 AND x.pos = 1 AND x.no IS NULL
     ), listed AS (

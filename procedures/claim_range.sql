@@ -58,7 +58,7 @@ BEGIN
     IF p_range_id IS NOT NULL THEN
         -- The row lock keeps other claimers off until this commits; by then
         -- the advisory lock does.
-        PERFORM pg_advisory_lock(1836938356, p_range_id::integer);
+        PERFORM pg_advisory_lock(batch.lock_key('range_claim', p_range_id));
         UPDATE batch.range AS rg
            SET status = 'RUNNING', attempts = rg.attempts + 1, worker = p_worker,
                worker_pid = pg_backend_pid(),

@@ -46,7 +46,7 @@ BEGIN
     -- Upstream changes to this period's rows wait for us (see
     -- subledger.source_refuse_change_when_claimed), and the period row lock
     -- keeps it from being closed under us.
-    PERFORM pg_advisory_xact_lock(hashtext('monthend.period'), hashtext(v_period));
+    PERFORM pg_advisory_xact_lock(batch.period_lock_key(v_period));
     SELECT ap.status, ap.start_date, ap.end_date, ap.je_numbers_used
       INTO v_period_status, v_start, v_end, v_numbers_used
       FROM gl.accounting_period AS ap WHERE ap.period = v_period FOR UPDATE;

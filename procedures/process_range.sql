@@ -1,7 +1,7 @@
 -- Phases 4 and 5 for one range. Takes a range this connection claimed
 -- (batch.claim_range). In one set-based statement it generates the range's
--- journal-entry headers and lines into the batch's staging tables (amounts
--- from gl.journal_line_amount, the rounding rule), records per-currency totals
+-- journal-entry headers and lines into the batch's staging tables (the lines
+-- of batch.range_journal_line, amounts by the rounding rule), records per-currency totals
 -- and the range digest (sha256 over the canonical text of exactly the rows
 -- inserted), then validates the range: every entry balances in both
 -- currencies, counts and the source control total match the claimed rows, and
@@ -67,26 +67,16 @@ BEGIN
 
     EXECUTE format($q$
         WITH line AS MATERIALIZED (
-            SELECT v.source_id, v.txn_date AS je_date, v.currency, v.amount AS source_amount,
-                   v.fx_rate, v.je_seq, v.line_no, v.account_code, v.side,
-                   v.line_amount, v.line_amount_f, t.je_index, t.description,
-                   v.line_no = t.first_line_no            AS is_first_line,
-                   $1 + c.je_offset + t.je_index           AS je_id,
-                   $2 + c.je_offset + t.je_index + 1       AS je_no
-            FROM batch.source_claim AS c
-            JOIN gl.journal_line_amount AS v
-              ON v.source_type = c.source_type AND v.source_id = c.source_id
-            JOIN gl.journal_template_index AS t
-              ON t.source_type = v.source_type AND t.txn_type = v.txn_type
-             AND t.je_seq = v.je_seq
-            WHERE c.period = $3 AND c.source_type = $4 AND c.batch_id = $7
-              AND c.source_id BETWEEN $5 AND $6
-              AND v.source_type = $4 AND v.source_id BETWEEN $5 AND $6
+            SELECT l.source_id, l.je_date, l.currency, l.source_amount, l.fx_rate, l.je_seq,
+                   l.je_index, l.line_no, l.account_code, l.debit, l.credit,
+                   l.functional_debit, l.functional_credit, l.description, l.is_first_line,
+                   l.je_id, l.je_no
+            FROM batch.range_journal_line($7, $3, $4, $5, $6, $1, $2) AS l
         ), header AS (
             INSERT INTO batch.%1$I (je_id, je_number, je_date, period, batch_id, source_type,
                                     source_id, je_seq, currency, fx_rate, description,
                                     source_amount)
-            SELECT l.je_id, $3 || '-' || to_char(l.je_no, 'FM0000000000'), l.je_date, $3, $7,
+            SELECT l.je_id, gl.format_je_number($3, l.je_no), l.je_date, $3, $7,
                    $4, l.source_id, l.je_seq, l.currency, l.fx_rate, l.description,
                    l.source_amount
             FROM line AS l
@@ -98,12 +88,8 @@ BEGIN
         ), detail AS (
             INSERT INTO batch.%2$I (je_id, je_date, line_no, account_code, debit, credit,
                                     functional_debit, functional_credit, batch_id)
-            SELECT l.je_id, l.je_date, l.line_no, l.account_code,
-                   CASE l.side WHEN 'D' THEN l.line_amount ELSE 0 END,
-                   CASE l.side WHEN 'C' THEN l.line_amount ELSE 0 END,
-                   CASE l.side WHEN 'D' THEN l.line_amount_f ELSE 0 END,
-                   CASE l.side WHEN 'C' THEN l.line_amount_f ELSE 0 END,
-                   $7
+            SELECT l.je_id, l.je_date, l.line_no, l.account_code, l.debit, l.credit,
+                   l.functional_debit, l.functional_credit, $7
             FROM line AS l
             RETURNING je_id, line_no, debit, credit, functional_debit, functional_credit,
                       audit.canonical_line_text(je_id, je_date, line_no, account_code, debit,
@@ -115,10 +101,8 @@ BEGIN
                    count(*) FILTER (WHERE l.is_first_line AND l.je_index = 0),
                    coalesce(sum(l.source_amount) FILTER (WHERE l.is_first_line
                                                          AND l.je_index = 0), 0),
-                   sum(CASE l.side WHEN 'D' THEN l.line_amount ELSE 0 END),
-                   sum(CASE l.side WHEN 'C' THEN l.line_amount ELSE 0 END),
-                   sum(CASE l.side WHEN 'D' THEN l.line_amount_f ELSE 0 END),
-                   sum(CASE l.side WHEN 'C' THEN l.line_amount_f ELSE 0 END)
+                   sum(l.debit), sum(l.credit), sum(l.functional_debit),
+                   sum(l.functional_credit)
             FROM line AS l
             GROUP BY l.currency
             RETURNING source_rows, source_amount
@@ -216,7 +200,7 @@ BEGIN
     PERFORM audit.append('RANGE_DONE', jsonb_build_object(
         'batch_id', v_run.batch_id, 'range_no', v_range.range_no,
         'digest', encode(v_digest, 'hex'), 'entries', v_headers, 'lines', v_lines));
-    PERFORM pg_advisory_unlock(1836938356, p_range_id::integer);
+    PERFORM pg_advisory_unlock(batch.lock_key('range_claim', p_range_id));
 END
 $$;
 

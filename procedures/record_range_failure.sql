@@ -26,7 +26,7 @@ BEGIN
     -- Give the claim back if this session holds it (a reconnected worker
     -- reporting for its dead session holds nothing: that lock went with it).
     IF batch.range_claim_held(p_range_id, pg_backend_pid()) THEN
-        PERFORM pg_advisory_unlock(1836938356, p_range_id::integer);
+        PERFORM pg_advisory_unlock(batch.lock_key('range_claim', p_range_id));
     END IF;
     SELECT r.max_attempts, r.status INTO v_max, v_status
       FROM batch.run AS r WHERE r.batch_id = v_range.batch_id;

@@ -44,7 +44,7 @@ def load_schema(host: str, port: int, user: str, dbname: str, password: str | No
     """Migrate the template database once per session."""
     with psycopg.connect(host=host, port=port, user=user, dbname=dbname, password=password,
                          autocommit=True) as conn:
-        migrate.apply(conn)
+        migrate.apply(conn, with_demo_tools=True)
 
 
 server_databases = factories.postgresql_noproc(

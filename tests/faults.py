@@ -752,7 +752,7 @@ def private_cluster(directory: Path) -> Iterator[EmbeddedCluster]:
         cluster.start()
         cluster.ensure_database()
         with psycopg.connect(cluster.dsn(), autocommit=True) as mig:
-            migrate.apply(mig)
+            migrate.apply(mig, with_demo_tools=True)
         yield cluster
     finally:
         with contextlib.suppress(Exception):

@@ -39,6 +39,8 @@ RUN_ROUTINES = [
     "batch.reopen_batch(bigint)",
     "gl.ensure_period_partitions(text)",
     "batch.range_claim_held(bigint,integer)",
+    # range_claim_held reads pg_locks by the claim's key.
+    "batch.lock_key(text,bigint)",
 ]
 VERIFY_ROUTINES = ["audit.verify_chain()", "audit.verify_batch(bigint)", "audit.head()",
                    "audit.verify_ledger()", "audit.verify_kept_head(bigint,text)",
@@ -52,7 +54,9 @@ AUDITOR_REPORTS = [*RUNNER_REPORTS, "audit.integrity_report(text)"]
 # Observability (sql/views/): read-only functions behind the dashboard, KPIs and
 # health, for both roles; the runner also records alerts and KPIs.
 OBSERVE_ROUTINES = ["batch.dashboard(bigint)", "batch.compute_kpi(bigint)",
-                    "batch.statement_stats(integer)", "batch.monitor_setting_value(text)"]
+                    "batch.statement_stats(integer)", "batch.monitor_setting_value(text)",
+                    # The je_number format, for queries of either role.
+                    "gl.format_je_number(text,bigint)"]
 RUNNER_OBSERVE = [*OBSERVE_ROUTINES, "batch.evaluate_alerts(bigint)", "batch.record_kpi(bigint)"]
 # Pure functions giving the canonical text an auditor hashes to check a seal.
 CANONICAL_PREFIX = "audit.canonical_"

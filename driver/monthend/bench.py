@@ -121,6 +121,8 @@ def _expect(conn: psycopg.Connection, batch_id: int, status: str) -> dict[str, A
     return row
 
 
+# Timings and rates are measurements, not money: floats, and JSON numbers in the
+# bench document (jsonout's exact decimal strings are for amounts).
 def _seconds(value: Any) -> float | None:
     return None if value is None else round(float(value), 3)
 
@@ -441,8 +443,9 @@ def _bench(target: db.Target, options: BenchOptions, scaling: bool, log: Log, wa
         result["period"], result["period_choice"] = period, choice
         log(f"period {period} ({choice}): generating {options.txns:,} source rows")
         began = time.monotonic()
-        row = db.call_one(conn, "generate_transactions", period=period, txns=options.txns,
-                          bad_fraction=Decimal(str(options.bad_rows)), seed=options.seed) or {}
+        row = db.generate_transactions(conn, period=period, txns=options.txns,
+                                       bad_fraction=Decimal(str(options.bad_rows)),
+                                       seed=options.seed)
         result["generate_seconds"] = round(time.monotonic() - began, 3)
         result["generate"] = {"premium_rows": row.get("p_premium_rows"),
                               "claim_rows": row.get("p_claim_rows"),

@@ -1,11 +1,11 @@
 """The ``monthend`` command line. Exit codes: 0 success, 1 the run or a check
 failed, 2 bad usage or configuration; the message on stderr says what to do.
-Commands a scheduler calls take ``--json`` and print one JSON document on stdout."""
+Commands a scheduler calls take ``--json`` and print one JSON document on stdout;
+its amounts are exact decimal strings (``monthend.jsonout``)."""
 
 from __future__ import annotations
 
 import functools
-import json
 import sys
 import time
 from collections.abc import Callable
@@ -15,18 +15,11 @@ from typing import Any
 
 import click
 
-from monthend import db, migrate, report, runner
+from monthend import db, jsonout, migrate, report, runner
 from monthend import verify as verification
 from monthend.display import RunDisplay
 from monthend.embedded import EmbeddedCluster
 from monthend.errors import ConfigurationError, MonthendError, RunFailed
-
-
-def _json_default(value: Any) -> Any:
-    if isinstance(value, Decimal):
-        return int(value) if value == value.to_integral_value() else float(value)
-    return str(value)
-
 
 # Set once a command has printed its JSON document: stdout carries exactly one.
 _json_emitted = False
@@ -34,7 +27,8 @@ _json_emitted = False
 
 def emit_json(document: Any) -> None:
     global _json_emitted
-    click.echo(json.dumps(document, default=_json_default, indent=2))
+    # Decimals (money) as exact strings, never floats: jsonout is the one policy.
+    click.echo(jsonout.dumps(document))
     _json_emitted = True
 
 
@@ -93,16 +87,19 @@ def target_of(ctx: click.Context, announce: bool = True) -> db.Target:
 @click.option("--show-sql", is_flag=True, help="With --dry-run, print the SQL as well.")
 @click.option("--status", "status_only", is_flag=True,
               help="List pending migrations; exit 1 when something is pending.")
+@click.option("--with-demo-data-tools", "with_demo_tools", is_flag=True,
+              help="Also install the synthetic-data generator that `monthend generate` "
+                   "calls (test and demo databases; never needed in production).")
 @json_option
 @click.pass_context
 @handle_errors
 def migrate_cmd(ctx: click.Context, dry_run: bool, show_sql: bool, status_only: bool,
-                as_json: bool) -> None:
+                with_demo_tools: bool, as_json: bool) -> None:
     """Apply pending migrations (versioned once, repeatable objects when changed)."""
     target = target_of(ctx)
     with db.connect(target) as conn:
         if dry_run or status_only:
-            the_plan = migrate.plan(conn)
+            the_plan = migrate.plan(conn, with_demo_tools=with_demo_tools)
             pending = the_plan.pending
             if as_json:
                 emit_json({"pending": migrate.describe(pending)})
@@ -118,7 +115,8 @@ def migrate_cmd(ctx: click.Context, dry_run: bool, show_sql: bool, status_only: 
             return
         done = migrate.apply(
             conn, progress=None if as_json else
-            lambda f: click.echo(f"applying {f.kind:<10} {f.name}", err=True))
+            lambda f: click.echo(f"applying {f.kind:<10} {f.name}", err=True),
+            with_demo_tools=with_demo_tools)
     if as_json:
         emit_json({"applied": migrate.describe(done)})
     else:
@@ -143,8 +141,8 @@ def generate(ctx: click.Context, period: str, txns: int, bad_rows: float, seed: 
     target = target_of(ctx)
     started = time.monotonic()
     with db.connect(target) as conn:
-        row = db.call_one(conn, "generate_transactions", period=period, txns=txns,
-                          bad_fraction=Decimal(str(bad_rows)), seed=seed)
+        row = db.generate_transactions(conn, period=period, txns=txns,
+                                       bad_fraction=Decimal(str(bad_rows)), seed=seed)
     result = {"period": period, "premium_rows": row["p_premium_rows"],
               "claim_rows": row["p_claim_rows"], "bad_rows": row["p_bad_rows"],
               "seconds": round(time.monotonic() - started, 3)}
@@ -179,7 +177,7 @@ def _summary_text(result: dict[str, Any]) -> str:
                 f"{result['journal_lines']} lines")
     lines = [head,
              f"  dead letters: {result['dead_letter_rows']} "
-             f"{json.dumps(result['dead_letters_by_reason'])}",
+             f"{jsonout.dumps(result['dead_letters_by_reason'], indent=None)}",
              f"  elapsed: {result['elapsed_seconds']:.1f} s "
              f"({result['source_rows_per_second'] or 0:,.0f} source rows/s)",
              "  phases: " + ", ".join(f"{k} {v:.2f}s" for k, v in result["phase_seconds"].items()),

@@ -124,3 +124,14 @@ def call(conn: psycopg.Connection, name: str, **params: Any) -> list[dict[str, A
 def call_one(conn: psycopg.Connection, name: str, **params: Any) -> dict[str, Any] | None:
     rows = call(conn, name, **params)
     return rows[0] if rows else None
+
+
+def generate_transactions(conn: psycopg.Connection, **params: Any) -> dict[str, Any]:
+    """Synthetic source rows for a period, by the generator that only test and demo
+    databases have; a database without it gets told how to add it."""
+    if not call_one(conn, "demo_tools_installed")["installed"]:
+        raise ConfigurationError(
+            "This database has no synthetic-data generator: it is test and demo tooling, "
+            "installed only on request. Run `monthend migrate --with-demo-data-tools` "
+            "first (never needed in production).")
+    return call_one(conn, "generate_transactions", **params) or {}

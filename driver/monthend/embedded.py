@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from monthend.errors import ConfigurationError
+from monthend.resources import default_home
 
 PG_BIN_CANDIDATES = ("/usr/lib/postgresql/15/bin", "/usr/lib/postgresql/16/bin",
                      "/usr/lib/postgresql/17/bin")
@@ -81,14 +82,6 @@ def pg_bin_dir() -> Path:
         "server packages, set MONTHEND_PG_BIN to their directory, or point monthend at an "
         "existing server with --dsn or DATABASE_URL."
     )
-
-
-def default_home() -> Path:
-    """Where the embedded cluster lives: ``MONTHEND_HOME`` or ``.monthend`` in the project."""
-    override = os.environ.get("MONTHEND_HOME")
-    if override:
-        return Path(override).resolve()
-    return Path(__file__).resolve().parents[2] / ".monthend"
 
 
 @dataclass(frozen=True)

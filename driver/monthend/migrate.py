@@ -27,12 +27,16 @@ from psycopg import Connection
 from psycopg.rows import tuple_row
 
 from monthend.errors import MigrationError
+from monthend.resources import schema_root
 
 VERSIONED_DIR = "sql/migrations"
-# Dependency order: SQL helpers and views of reference data first, then the
-# partition and staging functions, the run's procedures, the audit functions,
-# and last the views that read them all.
-REPEATABLE_DIRS = ("sql/functions", "partitions", "procedures", "audit", "sql/views")
+# Dependency order: functions, the views over them, the partition and staging
+# functions, the run's procedures, the audit schema. An object whose dependency
+# comes later in this order is retried once the rest is applied.
+REPEATABLE_DIRS = ("sql/functions", "sql/views", "partitions", "procedures", "audit")
+# Test and demo tooling (the synthetic-data generator): applied only when asked,
+# never part of a production schema.
+DEMO_TOOLS_DIR = "sql/demo"
 VERSIONED_NAME = re.compile(r"^V(\d{3,})__[a-z0-9_]+\.sql$")
 OWNER_ROLE = "monthend_owner"
 # undefined_table, undefined_function, undefined_object, undefined_column
@@ -50,11 +54,6 @@ CREATE TABLE IF NOT EXISTS batch.schema_migration (
     CONSTRAINT schema_migration_pkey PRIMARY KEY (kind, name)
 )
 """
-
-
-def project_root() -> Path:
-    """The directory holding sql/, procedures/, partitions/ and audit/."""
-    return Path(__file__).resolve().parents[2]
 
 
 @dataclass(frozen=True)
@@ -81,6 +80,9 @@ class Plan:
     versioned: list[MigrationFile]
     repeatable: list[MigrationFile]
     applied: dict[tuple[str, str], str]
+    # Repeatable files recorded as applied that this release no longer ships
+    # (moved or removed): their records are dropped when the plan is applied.
+    retired: list[str] = field(default_factory=list)
 
     @property
     def pending(self) -> list[MigrationFile]:
@@ -131,9 +133,39 @@ def parse_file(mfile: MigrationFile) -> None:
     mfile.statements = statements
 
 
-def load_files(root: Path | None = None) -> tuple[list[MigrationFile], list[MigrationFile]]:
+def repeatable_folders(with_demo_tools: bool = False) -> tuple[str, ...]:
+    return REPEATABLE_DIRS + ((DEMO_TOOLS_DIR,) if with_demo_tools else ())
+
+
+def shipped_repeatable_names(root: Path | None = None) -> set[str]:
+    """Every repeatable file this release ships, the demo tools included."""
+    root = root or schema_root()
+    return {path.relative_to(root).as_posix()
+            for folder in repeatable_folders(with_demo_tools=True)
+            for path in (root / folder).glob("*.sql*")
+            if not path.name.startswith("_") and path.name.endswith((".sql", ".sql.j2"))}
+
+
+def schema_version(names: Iterable[str]) -> str | None:
+    """The schema version of a set of versioned files: the highest, as ``V013``."""
+    numbers = [int(m.group(1)) for m in map(VERSIONED_NAME.match, names) if m]
+    return f"V{max(numbers):03d}" if numbers else None
+
+
+def shipped_schema_version(root: Path | None = None) -> str | None:
+    root = root or schema_root()
+    return schema_version(p.name for p in (root / VERSIONED_DIR).glob("*.sql"))
+
+
+def applied_schema_version(conn: Connection) -> str | None:
+    return schema_version(name for (kind, name) in applied_checksums(conn)
+                          if kind == "versioned")
+
+
+def load_files(root: Path | None = None, with_demo_tools: bool = False,
+               ) -> tuple[list[MigrationFile], list[MigrationFile]]:
     """Read, render and parse every migration file under ``root``."""
-    root = root or project_root()
+    root = root or schema_root()
     versioned_dir = root / VERSIONED_DIR
     if not versioned_dir.is_dir():
         raise MigrationError(f"No migrations found: {versioned_dir} does not exist.")
@@ -148,7 +180,7 @@ def load_files(root: Path | None = None) -> tuple[list[MigrationFile], list[Migr
     if len(set(numbers)) != len(numbers):
         raise MigrationError("Two versioned migrations share a version number.")
     repeatable = []
-    for folder in REPEATABLE_DIRS:
+    for folder in repeatable_folders(with_demo_tools):
         for path in sorted((root / folder).glob("*.sql*")):
             if path.name.startswith("_") or not path.name.endswith((".sql", ".sql.j2")):
                 continue
@@ -185,9 +217,9 @@ def applied_checksums(conn: Connection) -> dict[tuple[str, str], str]:
     return {(kind, name): checksum for kind, name, checksum in rows}
 
 
-def plan(conn: Connection, root: Path | None = None) -> Plan:
+def plan(conn: Connection, root: Path | None = None, with_demo_tools: bool = False) -> Plan:
     """What ``apply`` would do; refuses edited or unknown versioned migrations."""
-    versioned, repeatable = load_files(root)
+    versioned, repeatable = load_files(root, with_demo_tools)
     applied = applied_checksums(conn)
     on_disk = {f.name for f in versioned}
     for (kind, name), _checksum in applied.items():
@@ -211,7 +243,10 @@ def plan(conn: Connection, root: Path | None = None) -> Plan:
     pending_repeatable = [
         f for f in repeatable if applied.get(("repeatable", f.name)) != f.checksum
     ]
-    return Plan(pending_versioned, pending_repeatable, applied)
+    shipped = shipped_repeatable_names(root)
+    retired = sorted(name for (kind, name) in applied
+                     if kind == "repeatable" and name not in shipped)
+    return Plan(pending_versioned, pending_repeatable, applied, retired)
 
 
 def _apply_one(conn: Connection, mfile: MigrationFile) -> None:
@@ -268,18 +303,32 @@ def _record_in_audit_chain(conn: Connection, applied: list[MigrationFile]) -> No
 
 
 def apply(conn: Connection, root: Path | None = None,
-          progress: callable | None = None) -> list[MigrationFile]:
-    """Apply what is pending; a second call applies nothing. ``conn`` must be autocommit."""
+          progress: callable | None = None,
+          with_demo_tools: bool = False) -> list[MigrationFile]:
+    """Apply what is pending; a second call applies nothing. ``conn`` must be autocommit.
+    ``with_demo_tools`` also applies the synthetic-data generator (sql/demo)."""
     # Plan (which parses every file) before the bootstrap writes anything: a
     # file that does not parse leaves even an empty database untouched.
-    the_plan = plan(conn, root)
+    the_plan = plan(conn, root, with_demo_tools)
     _bootstrap(conn)
     done: list[MigrationFile] = []
     try:
         _apply_all(conn, the_plan, done, progress)
     finally:
         _record_in_audit_chain(conn, done)
+    _forget_retired(conn, the_plan.retired)
     return done
+
+
+def _forget_retired(conn: Connection, names: list[str]) -> None:
+    """Drop the records of repeatable files this release no longer ships. The
+    objects they made were moved to another file (re-applied under its name) or
+    dropped by a versioned migration."""
+    if not names:
+        return
+    with conn.transaction():
+        conn.execute("DELETE FROM batch.schema_migration "
+                     "WHERE kind = 'repeatable' AND name = ANY(%s)", (names,))
 
 
 def _apply_all(conn: Connection, the_plan: Plan, done: list[MigrationFile],

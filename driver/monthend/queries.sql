@@ -49,6 +49,10 @@ CALL batch.cancel_batch(%(batch_id)s);
 -- Put a FAILED batch back where it was, for resume.
 CALL batch.reopen_batch(%(batch_id)s);
 
+-- name: demo_tools_installed
+-- Whether the synthetic-data generator (migrate --with-demo-data-tools) is in this database.
+SELECT to_regprocedure('subledger.generate_transactions(text,bigint,numeric,bigint,bigint,bigint,bigint)') IS NOT NULL AS installed;
+
 -- name: generate_transactions
 -- Synthetic source data for a period.
 CALL subledger.generate_transactions(%(period)s, %(txns)s, %(bad_fraction)s, %(seed)s, NULL, NULL, NULL);

@@ -6,8 +6,8 @@ so every figure of a report comes from one snapshot, and prints the rows as a
 table (rich on a terminal, plain columns otherwise), one JSON document, or CSV.
 Rows are streamed from the server: a period's large transactions can run to
 millions at 10M source rows, and neither the JSON nor the CSV holds them in
-memory. Amounts are written exactly (JSON numbers with every decimal, never
-floats): these are figures an auditor reconciles to the cent.
+memory. Amounts are written exactly, never as floats (in JSON as decimal strings,
+monthend.jsonout's one policy): these are figures an auditor reconciles to the cent.
 
 ``run`` returns whether the report's checks hold; the CLI exits 1 when they do
 not: a trial balance that does not balance, a committed batch that fails
@@ -18,7 +18,6 @@ from the ledger.
 from __future__ import annotations
 
 import csv
-import json
 import sys
 from collections import Counter
 from collections.abc import Callable, Iterator
@@ -31,7 +30,7 @@ import psycopg
 from rich.console import Console
 from rich.table import Table
 
-from monthend import db
+from monthend import db, jsonout
 from monthend.errors import ConfigurationError
 from monthend.queries import query
 
@@ -83,41 +82,6 @@ def _csv_value(value: Any) -> str:
     if isinstance(value, list | tuple):
         return " ".join(_csv_value(v) for v in value)
     return str(value)
-
-
-def json_value(value: Any) -> str:
-    """JSON text of a value; a Decimal becomes a JSON number with all its digits."""
-    return _JSON_ENCODERS.get(type(value), _json_other)(value)
-
-
-def _json_decimal(value: Decimal) -> str:
-    return format(value, "f") if value.is_finite() else json.dumps(str(value))
-
-
-def _json_other(value: Any) -> str:
-    if isinstance(value, Decimal):
-        return _json_decimal(value)
-    if isinstance(value, datetime | date):
-        return json.dumps(value.isoformat())
-    if isinstance(value, list | tuple):
-        return "[" + ", ".join(json_value(v) for v in value) + "]"
-    if isinstance(value, dict):
-        return "{" + ", ".join(f"{_json_string(str(k))}: {json_value(v)}"
-                               for k, v in value.items()) + "}"
-    return json.dumps(value)
-
-
-_json_string = json.encoder.encode_basestring_ascii
-# Dispatch on the exact type: millions of values go through here.
-_JSON_ENCODERS: dict[type, Callable[[Any], str]] = {
-    str: _json_string,
-    int: str,
-    bool: lambda v: "true" if v else "false",
-    type(None): lambda _v: "null",
-    Decimal: _json_decimal,
-    date: lambda v: f'"{v.isoformat()}"',
-    datetime: lambda v: f'"{v.isoformat()}"',
-}
 
 
 # --------------------------------------------------------------------------- reports
@@ -326,16 +290,16 @@ def _write_json(out: TextIO, head: dict[str, Any], stream: RowStream,
                 summary: Summary) -> None:
     out.write("{\n")
     for key, value in head.items():
-        out.write(f"  {json.dumps(key)}: {json_value(value)},\n")
+        out.write(f"  {jsonout.value_text(key)}: {jsonout.value_text(value)},\n")
     out.write('  "rows": [')
     separator = "\n    "
     for row in stream:
         summary.add(row)
-        out.write(separator + json_value(row))
+        out.write(separator + jsonout.value_text(row))
         separator = ",\n    "
     out.write("\n  ],\n" if summary.rows else "],\n")
-    out.write(f'  "summary": {json_value(summary.document())},\n')
-    out.write(f'  "ok": {json_value(summary.ok)}\n}}\n')
+    out.write(f'  "summary": {jsonout.value_text(summary.document())},\n')
+    out.write(f'  "ok": {jsonout.value_text(summary.ok)}\n}}\n')
 
 
 def _write_csv(out: TextIO, stream: RowStream, summary: Summary) -> None:

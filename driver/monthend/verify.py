@@ -29,7 +29,7 @@ from typing import Any
 
 import psycopg
 
-from monthend import db
+from monthend import db, jsonout
 from monthend.errors import ConfigurationError, MonthendError
 
 GENESIS_HASH = "e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855"
@@ -77,8 +77,7 @@ def write_head_file(path: Path, head: dict[str, Any] | None) -> None:
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
         with os.fdopen(fd, "w") as handle:
-            json.dump(document, handle, indent=2)
-            handle.write("\n")
+            handle.write(jsonout.dumps(document) + "\n")
             handle.flush()
             os.fsync(handle.fileno())
         with contextlib.suppress(FileNotFoundError):
@@ -140,7 +139,7 @@ def record(target: db.Target, result: dict[str, Any]) -> int:
         "batches_with_problems": result["batches_with_problems"],
     }
     with db.connect(target) as conn:
-        row = db.call_one(conn, "record_verification", result=json.dumps(payload))
+        row = db.call_one(conn, "record_verification", result=jsonout.dumps(payload, indent=None))
     assert row is not None
     return int(row["seq"])
 

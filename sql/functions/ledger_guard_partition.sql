@@ -13,12 +13,3 @@ BEGIN
                    'FOR EACH STATEMENT EXECUTE FUNCTION gl.ledger_refuse_change()', p_table);
 END
 $$;
-
--- Partitions created before the guard existed.
-SELECT gl.ledger_guard_partition(t.relid)
-FROM pg_partition_tree('gl.journal_entry_header') AS t
-WHERE t.level > 0
-UNION ALL
-SELECT gl.ledger_guard_partition(t.relid)
-FROM pg_partition_tree('gl.journal_entry_line') AS t
-WHERE t.level > 0;

@@ -1,6 +1,6 @@
 -- Whether a range's claim is held: by any backend (p_pid NULL) or by the one
 -- given. claim_range takes a session-level advisory lock on the range
--- (pg_advisory_lock(1836938356, range_id), the class being 'mnth' in ASCII) and
+-- (batch.lock_key('range_claim', range_id)) and
 -- keeps it until the range is done or its failure recorded. PostgreSQL drops
 -- the lock the moment the session ends, however it ends, so a held lock means
 -- a live claimer and no reused pid or unreadable backend_start can fool it.
@@ -17,9 +17,10 @@ BEGIN ATOMIC
         WHERE l.locktype = 'advisory'
           AND l.database = (SELECT d.oid FROM pg_database AS d
                             WHERE d.datname = current_database())
-          AND l.classid = 1836938356::oid
-          AND l.objid = p_range_id::oid
-          AND l.objsubid = 2
+          -- A bigint key shows as its high and low 32 bits, objsubid 1.
+          AND l.classid = (batch.lock_key('range_claim', p_range_id) >> 32)::oid
+          AND l.objid = (batch.lock_key('range_claim', p_range_id) & x'FFFFFFFF'::bigint)::oid
+          AND l.objsubid = 1
           AND l.granted
           AND (p_pid IS NULL OR l.pid = p_pid));
 END;

@@ -21,7 +21,7 @@ BEGIN
     IF v_date IS NULL THEN
         RETURN coalesce(NEW, OLD);
     END IF;
-    PERFORM pg_advisory_xact_lock_shared(hashtext('monthend.period'), hashtext(v_period));
+    PERFORM pg_advisory_xact_lock_shared(batch.period_lock_key(v_period));
     SELECT sc.batch_id INTO v_batch_id
       FROM batch.source_claim AS sc
      WHERE sc.period = v_period AND sc.source_type = TG_ARGV[0] AND sc.source_id = v_id;

@@ -1,7 +1,7 @@
--- Table privileges, re-applied whenever this file changes. The runner reads
--- the control and reference tables and writes nothing directly (its writes go
--- through SECURITY DEFINER procedures); the auditor reads everything and
--- writes nothing.
+-- Table privileges. The runner reads the control and reference tables and
+-- writes nothing directly (its writes go through SECURITY DEFINER procedures);
+-- the auditor reads everything and writes nothing. Tables and views the owner
+-- creates later get the same by the default privileges below.
 GRANT SELECT ON ALL TABLES IN SCHEMA batch TO monthend_runner, monthend_auditor;
 GRANT SELECT ON ALL TABLES IN SCHEMA gl TO monthend_runner, monthend_auditor;
 GRANT SELECT ON ALL TABLES IN SCHEMA audit TO monthend_auditor;

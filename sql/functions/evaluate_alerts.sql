@@ -16,8 +16,8 @@ DECLARE
     v_last     text;
     v_recorded integer := 0;
 BEGIN
-    -- Serializes evaluators of one batch (the class next to the range claims').
-    PERFORM pg_advisory_xact_lock(1836938357, p_batch_id::integer);
+    -- Serializes evaluators of one batch.
+    PERFORM pg_advisory_xact_lock(batch.lock_key('alert_evaluation', p_batch_id));
     FOR v_eval IN
         SELECT ae.alert, ae.severity, ae.value, ae.unit, ae.warning, ae.critical, ae.action,
                ae.description, ae.direction

@@ -84,11 +84,12 @@ AS $$
                CASE WHEN r.status = 'COMMITTED' THEN r.finished_at END AS committed_at,
                r.source_rows, r.claimed_rows AS posted_rows, r.dead_letter_rows,
                r.je_count AS entries, r.line_count AS lines,
-               CASE WHEN r.je_count > 0 THEN r.period || '-'
-                    || to_char(r.je_number_base + 1, 'FM0000000000') END AS first_je_number,
-               CASE WHEN r.je_count > 0 THEN r.period || '-'
-                    || to_char(r.je_number_base + r.je_count, 'FM0000000000')
-               END AS last_je_number,
+               CASE WHEN r.je_count > 0
+                    THEN gl.format_je_number(r.period, r.je_number_base + 1) END
+                   AS first_je_number,
+               CASE WHEN r.je_count > 0
+                    THEN gl.format_je_number(r.period, r.je_number_base + r.je_count) END
+                   AS last_je_number,
                encode(r.digest, 'hex') AS digest,
                s.seq AS seal_seq, encode(s.hash, 'hex') AS seal_hash, s.at AS seal_at,
                CASE WHEN r.status = 'COMMITTED'
