@@ -25,14 +25,14 @@ migrate: install ## Apply pending migrations (DATABASE_URL / PG* / embedded clus
 	$(MONTHEND) migrate
 
 demo: install ## Embedded database, migrated, one month of sample data, a full run
-	$(MONTHEND) migrate
+	$(MONTHEND) migrate --with-demo-data-tools
 	$(MONTHEND) generate --period $(PERIOD) --txns $(TXNS) --bad-rows 0.01
 	$(MONTHEND) run --period $(PERIOD) --workers 2
 	$(MONTHEND) verify
 	@echo "Stop the embedded cluster with: $(MONTHEND) db stop"
 
 bench: install ## Benchmark: BENCH_TXNS rows (1M) with BENCH_WORKERS (2) against the raw write speed
-	$(MONTHEND) migrate
+	$(MONTHEND) migrate --with-demo-data-tools
 	$(MONTHEND) bench --txns $(BENCH_TXNS) --workers $(BENCH_WORKERS)
 
 lint: install ## ruff over the Python code
@@ -41,10 +41,14 @@ lint: install ## ruff over the Python code
 lint-sql: install ## plpgsql_check over every PL/pgSQL routine (the configured or embedded database)
 	$(PY) tools/plpgsql_lint.py
 
-test: install lint ## ruff, then the test suite (real PostgreSQL, plpgsql_check included)
-	$(VENV)/bin/pytest -q
+# Test tiers (markers in pyproject.toml): a plain `pytest` is the fast tier.
+test: install lint ## Fast tier, ~2 min: ruff, unit and SQL tests, one end-to-end run
+	$(VENV)/bin/pytest -q -m 'not slow and not full'
 
-test-faults: install ## The full fault-injection schedule (slow)
+test-all: install lint ## Everything (CI): fast tier + crashes, private clusters, benchmarks, fault schedules
+	$(VENV)/bin/pytest -q -m ''
+
+test-faults: install ## Only the long fault-injection schedules (part of test-all)
 	$(VENV)/bin/pytest -q -m slow
 
 db-stop: install ## Stop the embedded cluster
@@ -53,4 +57,4 @@ db-stop: install ## Stop the embedded cluster
 clean: ## Remove the virtual environment (the embedded cluster stays in .monthend/)
 	rm -rf $(VENV)
 
-.PHONY: help install migrate demo bench lint lint-sql test test-faults db-stop clean
+.PHONY: help install migrate demo bench lint lint-sql test test-all test-faults db-stop clean

@@ -15,7 +15,7 @@ from typing import Any
 
 import click
 
-from monthend import db, jsonout, migrate, report, runner
+from monthend import __version__, db, jsonout, migrate, report, runner
 from monthend import verify as verification
 from monthend.display import RunDisplay
 from monthend.embedded import EmbeddedCluster
@@ -66,14 +66,40 @@ json_option = click.option("--json", "as_json", is_flag=True,
                            help="Print one JSON document on stdout.")
 
 
-@click.group()
+@click.group(invoke_without_command=True)
 @click.option("--dsn", envvar="MONTHEND_DSN", default=None,
               help="libpq connection string or URI. Default: DATABASE_URL, then PG* "
                    "variables, then the embedded local cluster.")
+@click.option("--version", "show_version", is_flag=True,
+              help="Print the package's version and schema version, and the schema version "
+                   "of the database when one is configured or running; then exit.")
 @click.pass_context
-def main(ctx: click.Context, dsn: str | None) -> None:
+def main(ctx: click.Context, dsn: str | None, show_version: bool) -> None:
     """monthend: the month-end general-ledger posting run, inside PostgreSQL."""
     ctx.obj = db.resolve_target(dsn)
+    if show_version:
+        click.echo(_version_text(ctx.obj))
+        ctx.exit(0)
+    if ctx.invoked_subcommand is None:
+        click.echo(ctx.get_help())
+        ctx.exit(2)
+
+
+def _version_text(target: db.Target) -> str:
+    """Never starts the embedded cluster: a version is read, not a server started."""
+    lines = [f"monthend {__version__}, schema {migrate.shipped_schema_version()}"]
+    if target.embedded is not None and not target.embedded.is_running():
+        lines.append("database: the embedded cluster is not running")
+        return "\n".join(lines)
+    try:
+        with db.connect(target, connect_timeout=5) as conn:
+            applied = migrate.applied_schema_version(conn)
+    except MonthendError as exc:
+        lines.append(f"database: not reachable ({str(exc).splitlines()[0]})")
+    else:
+        lines.append(f"database: schema {applied or 'none (run `monthend migrate`)'}; "
+                     f"{target.describe()}")
+    return "\n".join(lines)
 
 
 def target_of(ctx: click.Context, announce: bool = True) -> db.Target:
