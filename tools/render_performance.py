@@ -1,0 +1,167 @@
+"""Render the measured figures of docs/performance.md from docs/performance/*.json.
+
+Each JSON file is one measured configuration, replaced when it is measured again:
+
+    {"command": "monthend bench --txns 1000000 --workers 2 --json",
+     "measured_on": "YYYY-MM-DD",
+     "machine": "what it ran on",
+     "result": <the document `monthend bench --json` printed>}
+
+The tables go between the marker comments BEGIN and END of docs/performance.md;
+everything else on the page is left as it is. A figure lives in its JSON file
+only: tests/test_docs_links.py fails when the page is not what this renders.
+
+    python tools/render_performance.py           # rewrite the section
+    python tools/render_performance.py --check   # exit 1 when it is out of date
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parents[1]
+PAGE = ROOT / "docs" / "performance.md"
+DATA = ROOT / "docs" / "performance"
+BEGIN = "<!-- BEGIN measured -->"
+END = "<!-- END measured -->"
+PHASES = ("preflight", "allocation", "processing", "validation", "commit", "post_processing")
+
+
+def load_measurements(directory: Path = DATA) -> list[tuple[str, dict[str, Any]]]:
+    """(file name, document) of every measurement, largest volume first."""
+    found = []
+    for path in sorted(directory.glob("*.json")):
+        document = json.loads(path.read_text(encoding="utf-8"))
+        missing = {"command", "measured_on", "machine", "result"} - set(document)
+        if missing:
+            raise SystemExit(f"{path}: missing {', '.join(sorted(missing))}")
+        found.append((path.name, document))
+    found.sort(key=lambda item: (-_number(item[1]["result"].get("txns")),
+                                 _number(item[1]["result"].get("workers")), item[0]))
+    return found
+
+
+def _number(value: Any) -> float:
+    try:
+        return float(value)
+    except (TypeError, ValueError):
+        return 0.0
+
+
+def _fmt(value: Any, digits: int | None = None) -> str:
+    """A figure as the JSON has it; thousands separated; '-' when not measured."""
+    if value is None:
+        return "-"
+    if isinstance(value, bool):
+        return "yes" if value else "no"
+    try:
+        number = float(value)
+    except (TypeError, ValueError):
+        return str(value)
+    if digits is None:
+        digits = 0 if number == int(number) else len(str(value).split(".")[-1])
+    return f"{number:,.{digits}f}"
+
+
+def _table(header: list[str], rows: list[list[str]]) -> list[str]:
+    lines = ["| " + " | ".join(header) + " |",
+             "| " + " | ".join("---" for _ in header) + " |"]
+    lines += ["| " + " | ".join(cell.replace("|", "\\|") for cell in row) + " |" for row in rows]
+    return lines
+
+
+def render_section(measurements: list[tuple[str, dict[str, Any]]]) -> str:
+    """The markdown between the markers (without them)."""
+    if not measurements:
+        return "No measurement is kept yet: run the benchmark and add its JSON."
+    names = [f"[{name.removesuffix('.json')}](performance/{name})" for name, _ in measurements]
+    results = [document["result"] for _, document in measurements]
+    out: list[str] = []
+
+    out += _table(["", *names], [
+        ["measured on", *[document["measured_on"] for _, document in measurements]],
+        ["command", *[f"`{document['command']}`" for _, document in measurements]],
+        ["machine", *[document["machine"] for _, document in measurements]],
+        ["status", *[str(r.get("status")) for r in results]],
+        ["durable settings", *[_fmt(r.get("durable")) for r in results]],
+    ])
+    out.append("")
+
+    def row(label: str, pick: Any, digits: int | None = None) -> list[str]:
+        return [label, *[_fmt(pick(r), digits) for r in results]]
+
+    rows = [
+        row("source transactions", lambda r: r.get("source_rows")),
+        row("journal entries", lambda r: r.get("journal_entries")),
+        row("journal lines", lambda r: r.get("journal_lines")),
+        row("ranges", lambda r: r.get("ranges")),
+        row("workers", lambda r: r.get("workers")),
+        row("end to end, s", lambda r: r.get("end_to_end_seconds")),
+        row("source transactions/s", lambda r: r.get("source_txns_per_second"), 0),
+        row("journal lines/s", lambda r: r.get("journal_lines_per_second"), 0),
+    ]
+    rows += [row(f"phase: {phase.replace('_', '-')}, s",
+                 lambda r, p=phase: (r.get("phase_seconds") or {}).get(p))
+             for phase in PHASES]
+    rows += [
+        row("processing with 1 worker, s",
+            lambda r: (r.get("scaling_detail") or {}).get("processing_seconds_1_worker")),
+        row("scaling (1 worker / W workers)", lambda r: r.get("scaling")),
+        row("raw-write reference, s", lambda r: r.get("raw_write_seconds")),
+        row("ratio (end to end / raw write)", lambda r: r.get("ratio")),
+        row("driver peak RSS, MB", lambda r: r.get("driver_peak_rss_mb")),
+        row("generation, s (not in end to end)", lambda r: r.get("generate_seconds")),
+    ]
+    out += _table(["figure", *names], rows)
+    out.append("")
+
+    fields: list[str] = []
+    for result in results:
+        fields += [f for f in (result.get("targets") or {}) if f not in fields]
+    target_rows = []
+    for field in fields:
+        known = [r["targets"][field] for r in results if field in (r.get("targets") or {})]
+        cells = []
+        for result in results:
+            # The value itself is in the table above: a figure is shown once.
+            judged = (result.get("targets") or {}).get(field) or {}
+            cells.append({True: "met", False: "**missed**"}.get(judged.get("met"), "-"))
+        target_rows.append([known[0].get("measures", field), f"`{known[0]['target']}`", *cells])
+    out += _table(["target", "wanted", *names], target_rows)
+    return "\n".join(out)
+
+
+def render_page(page: str, measurements: list[tuple[str, dict[str, Any]]]) -> str:
+    """The page with the section between the markers replaced."""
+    start, end = page.find(BEGIN), page.find(END)
+    if start < 0 or end < start:
+        raise SystemExit(f"{PAGE}: the markers {BEGIN} and {END} are missing")
+    return (page[:start + len(BEGIN)] + "\n" + render_section(measurements) + "\n"
+            + page[end:])
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--check", action="store_true",
+                        help="Change nothing; exit 1 when the page is out of date.")
+    args = parser.parse_args()
+    current = PAGE.read_text(encoding="utf-8")
+    rendered = render_page(current, load_measurements())
+    if args.check:
+        if rendered != current:
+            print(f"{PAGE.relative_to(ROOT)} is out of date: "
+                  "run python tools/render_performance.py", file=sys.stderr)
+            return 1
+        return 0
+    if rendered != current:
+        PAGE.write_text(rendered, encoding="utf-8")
+        print(f"rewrote the measured section of {PAGE.relative_to(ROOT)}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
