@@ -6,7 +6,10 @@ from __future__ import annotations
 
 import json
 
+import pytest
+
 from conftest import monthend_cli
+from monthend import bench
 from test_run import assert_entries_complete_and_balanced, fail_range
 
 BENCH_FIELDS = {
@@ -22,8 +25,10 @@ SETTINGS = {"server_version", "fsync", "synchronous_commit", "wal_level", "full_
             "shared_buffers", "work_mem", "maintenance_work_mem", "max_wal_size", "jit",
             "cores"}
 PHASES = {"preflight", "allocation", "processing", "validation", "commit", "post_processing"}
-TARGETS = {"source_txns_per_second", "ratio", "commit_seconds", "driver_peak_rss_mb",
-           "scaling"}
+# The requirements each figure is judged against, as the README states them.
+REQUIREMENTS = {"source_txns_per_second": (">=", 50_000), "ratio": ("<=", 1.5),
+                "commit_seconds": ("<=", 1.0), "driver_peak_rss_mb": ("<=", 100),
+                "scaling": (">=", 1.4)}
 
 
 def bench_json(target, *args: str, expect: int = 0) -> dict:
@@ -37,6 +42,7 @@ def scratch_tables(conn) -> list[str]:
         "SELECT relname FROM pg_class WHERE relname LIKE 'bench\\_raw\\_%%'").fetchall()]
 
 
+@pytest.mark.full
 def test_bench_reports_every_field(target, conn):
     result = bench_json(target, "--txns", "20000", "--bad-rows", "0.01")
     assert result.keys() >= BENCH_FIELDS
@@ -91,10 +97,13 @@ def test_bench_reports_every_field(target, conn):
     assert result["ratio"] > 0
     assert scratch_tables(conn) == []
 
-    assert result["targets"].keys() == TARGETS
+    assert result["targets"].keys() == REQUIREMENTS.keys()
     for name, judged in result["targets"].items():
+        comparison, threshold = REQUIREMENTS[name]
         assert judged["value"] == result[name]
-        assert judged["met"] in (True, False)
+        assert judged["target"] == f"{comparison} {threshold:g}"
+        assert judged["met"] is (result[name] >= threshold if comparison == ">="
+                                 else result[name] <= threshold), (name, judged)
 
     # The committed batch is an ordinary, verifiable one.
     numbers = conn.execute(
@@ -109,6 +118,7 @@ def test_bench_reports_every_field(target, conn):
     assert verify.returncode == 0 and json.loads(verify.stdout)["ok"] is True
 
 
+@pytest.mark.full
 def test_bench_without_scaling_takes_the_next_free_period(target, conn):
     monthend_cli(target, "generate", "--period", "2040-01", "--txns", "10", check=True)
     result = bench_json(target, "--txns", "2000", "--workers", "1", "--no-scaling")
@@ -138,6 +148,7 @@ def test_bench_without_scaling_takes_the_next_free_period(target, conn):
     assert "not durable" in proc.stderr
 
 
+@pytest.mark.full
 def test_failed_baseline_exits_1_and_leaves_nothing_behind(target, conn):
     fail_range(conn, 1, attempts_failing=None)
     result = bench_json(target, "--txns", "1000", expect=1)
@@ -149,3 +160,23 @@ def test_failed_baseline_exits_1_and_leaves_nothing_behind(target, conn):
         "SELECT batch_id, status FROM batch.run")] == [(baseline, "CANCELLED")]
     assert result["batch_id"] is None
     assert scratch_tables(conn) == []
+
+
+@pytest.mark.parametrize(("value", "met"), [(None, None), (9.99, False), (10, True),
+                                            (10.01, True)])
+def test_a_target_at_least_is_met_from_its_threshold_up(monkeypatch, value, met):
+    monkeypatch.setattr(bench, "TARGETS", (("speed", ">=", 10, "rows/s"),))
+    result = {"speed": value}
+    bench._judge(result)
+    assert result["targets"] == {"speed": {"target": ">= 10", "value": value, "met": met,
+                                           "measures": "rows/s"}}
+
+
+@pytest.mark.parametrize(("value", "met"), [(None, None), (0.49, True), (0.5, True),
+                                            (0.51, False)])
+def test_a_target_at_most_is_met_up_to_its_threshold(monkeypatch, value, met):
+    monkeypatch.setattr(bench, "TARGETS", (("seconds", "<=", 0.5, "commit, seconds"),))
+    result = {"seconds": value}
+    bench._judge(result)
+    assert result["targets"]["seconds"]["met"] is met
+    assert result["targets"]["seconds"]["target"] == "<= 0.5"

@@ -8,7 +8,12 @@ import json
 import re
 from decimal import Decimal
 
+import pytest
+
 from conftest import monthend_cli
+
+# Each test is a whole generated run through the CLI: the full tier.
+pytestmark = pytest.mark.full
 
 PERIOD = "2025-01"
 CLOSED_PERIOD = "2024-12"
@@ -92,10 +97,10 @@ def insert_source(conn, source_type, source_id, txn_type, currency, amount, txn_
 
 
 def add_period(conn, period: str, status: str = "OPEN") -> None:
-    conn.execute("INSERT INTO gl.accounting_period (period, start_date, end_date, status) "
-                 "VALUES (%(p)s::text, to_date(%(p)s::text, 'YYYY-MM'), "
-                 "(to_date(%(p)s::text, 'YYYY-MM') + interval '1 month - 1 day')::date, "
-                 "%(s)s)", {"p": period, "s": status})
+    # A period is closed only through its lifecycle (checks, balances, seal).
+    conn.execute("CALL gl.open_period(%s)", (period,))
+    if status == "CLOSED":
+        conn.execute("CALL gl.close_period(%s)", (period,))
 
 
 def spoil_period(target, conn, txns: int = 1500) -> None:

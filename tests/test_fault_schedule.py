@@ -344,6 +344,7 @@ def play(seed: int, noproc: Any, clean_fingerprint: Any, directory: Path) -> Non
 
 
 @pytest.mark.parametrize("seed", seeds(quick=True))
+@pytest.mark.full
 def test_fault_schedule_quick(seed, postgresql_noproc, clean_fingerprint, tmp_path):
     play(seed, postgresql_noproc, clean_fingerprint, tmp_path)
 

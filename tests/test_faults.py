@@ -50,6 +50,9 @@ from faults import (
 from ledger_fingerprint import ledger_fingerprint
 from monthend import db
 
+# Crashes, kills, stopped servers and injected faults: the full tier.
+pytestmark = pytest.mark.full
+
 TXNS = DEFAULT.txns
 
 
@@ -546,9 +549,9 @@ def test_bad_rows_at_volume_all_dead_lettered_none_lost(target, conn):
     and a detail, every good row is posted, and posted + dead-lettered = source."""
     generated = BAD_VOLUME.generate(target)
     assert generated["bad_rows"] >= 0.04 * BAD_VOLUME.txns
-    conn.execute("INSERT INTO gl.accounting_period (period, start_date, end_date, status) "
-                 "VALUES ('2024-12', '2024-12-01', '2024-12-31', 'CLOSED'), "
-                 "('2025-02', '2025-02-01', '2025-02-28', 'OPEN')")
+    for period in ("2024-12", "2025-02"):
+        conn.execute("CALL gl.open_period(%s)", (period,))
+    conn.execute("CALL gl.close_period('2024-12')")
     for table in ("premium", "claims"):
         insert_rows(conn, table, [(i, d, c, a) for t, i, d, c, a, _ in CRAFTED if t == table])
     source_before = conn.execute("SELECT count(*) AS n, sum(amount) AS amount "

@@ -52,6 +52,7 @@ def metric_samples(text: str) -> dict[str, list[Any]]:
 
 # ---------------------------------------------------------------- a real batch
 
+@pytest.mark.full
 def test_dashboard_kpis_alerts_and_metrics_of_a_finished_batch(target, conn, tmp_path):
     result = run_small_batch(target)
     batch_id = result["batch_id"]
@@ -118,7 +119,8 @@ def test_dashboard_kpis_alerts_and_metrics_of_a_finished_batch(target, conn, tmp
     assert active == {("DEAD_LETTER_RATE", "warning")}
     quantiles = {s.labels["quantile"] for s in samples["monthend_range_duration_seconds"]}
     assert quantiles == {"0.5", "0.95", "0.99", "1"}
-    assert 0 <= samples["monthend_health_score"][0].value <= 100
+    # Exported once; its value from known inputs: test_health_tune.py.
+    assert len(samples["monthend_health_score"]) == 1
     assert samples["monthend_batch_kpi_within_target_window"][0].value == 1
     thresholds = {(s.labels["alert"], s.labels["severity"]): s.value
                   for s in samples["monthend_alert_threshold"]}
@@ -181,6 +183,7 @@ def test_dashboard_of_a_batch_half_processed(target, conn):
         assert "processing" in once.stdout and "slow" in once.stdout
 
 
+@pytest.mark.full
 def test_run_display_shows_the_dashboard_on_a_terminal(target, conn):
     run_small_batch(target)
     batch_id = conn.execute("SELECT max(batch_id) AS b FROM batch.run").fetchone()["b"]

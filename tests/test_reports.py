@@ -142,10 +142,28 @@ def posted(target: db.Target, conn: psycopg.Connection) -> dict[str, Any]:
     return result
 
 
+# The reports' numeric columns, printed as JSON strings of the exact decimal.
+DECIMAL_KEYS = {"threshold", "amount", "fx_rate", "functional_amount", "debit", "credit",
+                "balance"}
+
+
+def _decimals(obj: dict[str, Any]) -> dict[str, Any]:
+    for key in DECIMAL_KEYS & obj.keys():
+        if obj[key] is not None:
+            assert isinstance(obj[key], str), f"{key} is not a decimal string: {obj[key]!r}"
+            obj[key] = Decimal(obj[key])
+    return obj
+
+
+def _no_float(text: str) -> Any:
+    raise AssertionError(f"a JSON float in a report: {text}")
+
+
 def report_json(target: db.Target, name: str, *extra: str, expect: int = 0) -> dict[str, Any]:
+    """The report's JSON document, its decimal strings read back as Decimals."""
     proc = monthend_cli(target, "report", name, "--period", PERIOD, "--json", *extra)
     assert proc.returncode == expect, proc.stdout + proc.stderr
-    return json.loads(proc.stdout, parse_float=Decimal)
+    return json.loads(proc.stdout, object_hook=_decimals, parse_float=_no_float)
 
 
 def report_csv(target: db.Target, name: str, *extra: str,
@@ -206,6 +224,7 @@ def tamper_one_line(conn: psycopg.Connection, batch_id: int) -> None:
 # --------------------------------------------------------------------------- large transactions
 
 
+@pytest.mark.full
 def test_large_transactions_match_independent_sql(target, conn, posted):
     assert conn.execute("SELECT functional_currency FROM gl.setting").fetchone()[
         "functional_currency"] == "USD"
@@ -241,6 +260,7 @@ def test_large_transactions_match_independent_sql(target, conn, posted):
             assert row["last_je_number"] == f"{PERIOD}-{first + 2:010d}"
 
 
+@pytest.mark.full
 def test_threshold_is_a_parameter(target, conn, posted):
     lowered = report_csv(target, "large-transactions", "--threshold", "9999.99")
     ids = {int(r["source_id"]) for r in lowered if int(r["source_id"]) >= 800000}
@@ -261,6 +281,7 @@ def test_threshold_is_a_parameter(target, conn, posted):
                      "high_value_transaction_report": report.DEFAULT_THRESHOLDS["high-value"]}
 
 
+@pytest.mark.full
 def test_high_value_transactions(target, conn, posted):
     doc = report_json(target, "high-value")
     assert doc["threshold"] == 50000
@@ -281,6 +302,7 @@ def test_high_value_transactions(target, conn, posted):
     assert f"{len(rows)} transactions" in proc.stdout
 
 
+@pytest.mark.full
 def test_pending_rows_of_an_unfinished_batch(target, conn, posted):
     insert_rows(conn, [("CLAIM", 800201, "RECOVERY", "USD", "75000.00", "75000.00")], day=3)
     batch_id = conn.execute("CALL batch.start_run(%s, 1, 100, 3, NULL)",
@@ -301,6 +323,7 @@ def test_pending_rows_of_an_unfinished_batch(target, conn, posted):
 # --------------------------------------------------------------------------- trial balance
 
 
+@pytest.mark.full
 def test_trial_balance_balances_and_matches_the_ledger(target, conn, posted):
     doc = report_json(target, "trial-balance")
     assert doc["ok"] is True
@@ -356,6 +379,7 @@ def test_trial_balance_balances_and_matches_the_ledger(target, conn, posted):
         (r["row_kind"], r["account_code"] or "", str(r["debit"])) for r in rows]
 
 
+@pytest.mark.full
 def test_tampered_ledger_fails_trial_balance_and_integrity(target, conn, posted):
     tamper_one_line(conn, posted["batch_id"])
 
@@ -380,6 +404,7 @@ def test_tampered_ledger_fails_trial_balance_and_integrity(target, conn, posted)
 # --------------------------------------------------------------------------- integrity
 
 
+@pytest.mark.full
 def test_integrity_report_over_several_batches(target, conn):
     first = run_period(target, 300, seed=1)
     # A cancelled batch between two committed ones takes no numbers.
@@ -448,6 +473,7 @@ def test_empty_period(target, conn):
 # --------------------------------------------------------------------------- roles and usage
 
 
+@pytest.mark.full
 def test_auditor_reads_every_report(target, conn, posted):
     with psycopg.connect(target.conninfo, autocommit=True, row_factory=dict_row) as auditor:
         auditor.execute(f"SET ROLE {AUDITOR}")
@@ -464,6 +490,7 @@ def test_auditor_reads_every_report(target, conn, posted):
         assert json.loads(proc.stdout)["ok"] is True
 
 
+@pytest.mark.full
 def test_usage_errors_exit_2(target, conn, posted):
     cases = [
         ("report", "trial-balance", "--period", "2031-05"),  # no such period

@@ -46,6 +46,7 @@ RUN_ARGS = DEFAULT.run_args()
 
 
 @pytest.mark.parametrize("orphans", ["die", "finish"])
+@pytest.mark.full
 def test_resume_after_driver_killed(target, conn, clean_fingerprint, orphans):
     """SIGKILL of the driver mid-run, then `monthend resume`: the clean run's ledger.
 
@@ -89,6 +90,7 @@ def test_resume_after_driver_killed(target, conn, clean_fingerprint, orphans):
     check_invariants(conn, clean=clean_fingerprint(DEFAULT))
 
 
+@pytest.mark.full
 def test_backend_terminated_mid_range_is_retried(target, conn, clean_fingerprint):
     """pg_terminate_backend of a worker mid-range: the range's attempt is recorded
     as failed, it is retried, and the run commits the clean run's ledger."""
@@ -126,6 +128,7 @@ def test_backend_terminated_mid_range_is_retried(target, conn, clean_fingerprint
     check_invariants(conn, clean=clean_fingerprint(DEFAULT))
 
 
+@pytest.mark.full
 def test_cancel_interrupted_batch_leaves_nothing(target, conn, clean_fingerprint):
     """`monthend cancel` of a batch whose driver was killed: no staging, nothing in
     gl, claims and dead letters released; the next run posts everything from 1."""
@@ -173,6 +176,7 @@ def test_cancel_interrupted_batch_leaves_nothing(target, conn, clean_fingerprint
     check_invariants(conn, clean=clean_fingerprint(DEFAULT, with_ids=False), with_ids=False)
 
 
+@pytest.mark.full
 def test_resume_after_server_crash(private_cluster, clean_fingerprint):
     """The server stops with -m immediate under a run (crash recovery on restart):
     the ledger holds nothing of the batch, the DONE ranges' staged output survived,

@@ -207,6 +207,7 @@ def test_runner_starts_and_cancels_a_batch(target: db.Target) -> None:
     assert status == "CANCELLED"
 
 
+@pytest.mark.full
 def test_runner_role_alone_can_do_a_whole_run(target: db.Target, conn: psycopg.Connection) -> None:
     monthend_cli(target, "generate", "--period", PERIOD, "--txns", "600", "--bad-rows", "0.02",
                  check=True)
@@ -270,6 +271,7 @@ def _not_denied(session: psycopg.Connection, statements: list[str]) -> list[str]
     return failures
 
 
+@pytest.mark.full
 def test_runner_cannot_write_directly(posted: int, target: db.Target,
                                       conn: psycopg.Connection) -> None:
     before = counts(conn)
@@ -279,6 +281,7 @@ def test_runner_cannot_write_directly(posted: int, target: db.Target,
     assert counts(conn) == before
 
 
+@pytest.mark.full
 def test_runner_cannot_write_ledger_partitions(posted: int, target: db.Target,
                                               conn: psycopg.Connection) -> None:
     leaves = ledger_leaves(conn)
@@ -295,6 +298,7 @@ def test_runner_cannot_write_ledger_partitions(posted: int, target: db.Target,
 # --------------------------------------------------------------------------- the auditor
 
 
+@pytest.mark.full
 def test_auditor_reads_every_table(posted: int, target: db.Target,
                                    conn: psycopg.Connection) -> None:
     relations = [r["rel"] for r in conn.execute("""
@@ -318,6 +322,7 @@ def test_auditor_reads_every_table(posted: int, target: db.Target,
     assert unreadable == []
 
 
+@pytest.mark.full
 def test_auditor_runs_the_verification_functions(posted: int, target: db.Target,
                                                  conn: psycopg.Connection) -> None:
     last = conn.execute("SELECT max(seq) AS seq FROM audit.log").fetchone()["seq"]
@@ -360,6 +365,7 @@ AUDITOR_REFUSED = [
 ]
 
 
+@pytest.mark.full
 def test_auditor_writes_nothing(posted: int, target: db.Target,
                                 conn: psycopg.Connection) -> None:
     before = counts(conn)
@@ -387,6 +393,7 @@ def _refusals(conn: psycopg.Connection, statements: list[str]) -> list[str]:
 
 
 @pytest.mark.parametrize("role", [None, OWNER], ids=["superuser", "owner"])
+@pytest.mark.full
 def test_nobody_changes_posted_ledger_rows(posted: int, target: db.Target,
                                            conn: psycopg.Connection, role: str | None) -> None:
     before = counts(conn)
@@ -402,6 +409,7 @@ def test_nobody_changes_posted_ledger_rows(posted: int, target: db.Target,
 
 
 @pytest.mark.parametrize("role", [None, OWNER], ids=["superuser", "owner"])
+@pytest.mark.full
 def test_nobody_changes_ledger_partitions_directly(posted: int, target: db.Target,
                                                   conn: psycopg.Connection,
                                                   role: str | None) -> None:
@@ -424,6 +432,7 @@ def test_nobody_changes_ledger_partitions_directly(posted: int, target: db.Targe
 
 
 @pytest.mark.parametrize("role", [None, OWNER], ids=["superuser", "owner"])
+@pytest.mark.full
 def test_nobody_changes_the_audit_log(posted: int, target: db.Target, conn: psycopg.Connection,
                                       role: str | None) -> None:
     before = counts(conn)
@@ -441,6 +450,7 @@ def test_nobody_changes_the_audit_log(posted: int, target: db.Target, conn: psyc
     assert conn.execute("SELECT * FROM audit.verify_chain()").fetchall() == []
 
 
+@pytest.mark.full
 def test_audit_rows_appended_by_hand_cannot_forge_a_link(posted: int,
                                                          conn: psycopg.Connection) -> None:
     """Even a superuser's direct INSERT is linked by the trigger, not by the caller."""

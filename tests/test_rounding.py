@@ -8,6 +8,8 @@ from __future__ import annotations
 import json
 from decimal import Decimal
 
+import pytest
+
 from conftest import monthend_cli
 
 PERIOD = "2025-03"
@@ -109,10 +111,7 @@ TEMPLATE_DESCRIPTIONS = {(t[0], t[1], t[2]): t[3] for t in TEMPLATES} | {
 
 
 def open_period(conn, period: str, rates: dict[str, str]) -> None:
-    conn.execute("INSERT INTO gl.accounting_period (period, start_date, end_date) "
-                 "VALUES (%(p)s::text, to_date(%(p)s::text, 'YYYY-MM'), "
-                 "(to_date(%(p)s::text, 'YYYY-MM') + interval '1 month - 1 day')::date)",
-                 {"p": period})
+    conn.execute("CALL gl.open_period(%s)", (period,))
     for currency, rate in rates.items():
         conn.execute("INSERT INTO gl.fx_rate (period, currency, rate) VALUES (%s, %s, %s)",
                      (period, currency, Decimal(rate)))
@@ -221,6 +220,7 @@ def test_headers_carry_source_and_rate(target, conn):
     assert set(by_key) == expected_keys
 
 
+@pytest.mark.full
 def test_generated_period_follows_the_rule(target, conn):
     """Every line of a generated period, recomputed independently of the product's
     view: ratio lines from the rule, the balancing line as the difference of the
@@ -319,6 +319,7 @@ def assert_every_entry_balances(conn) -> None:
     assert one_sided == 0
 
 
+@pytest.mark.full
 def test_every_entry_balances_in_both_currencies(target, conn):
     open_period(conn, PERIOD, RATES)
     add_templates(conn, TEMPLATES)

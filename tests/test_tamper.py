@@ -26,6 +26,9 @@ from psycopg.rows import dict_row
 from conftest import monthend_cli
 from monthend import db
 
+# Every test posts a batch through the CLI first: the full tier.
+pytestmark = pytest.mark.full
+
 PERIOD = "2025-01"
 AUDITOR = "monthend_auditor"
 RANGE = 3  # the range tampered with, one of about nine
