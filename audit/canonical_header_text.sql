@@ -25,3 +25,30 @@ RETURN concat_ws('|', 'H', p_je_id, p_je_number, to_char(p_je_date, 'YYYY-MM-DD'
 
 GRANT EXECUTE ON FUNCTION audit.canonical_header_text(bigint, text, date, text, bigint, text,
     bigint, integer, char, numeric, text, numeric) TO monthend_runner, monthend_auditor;
+
+-- The same with the entry a reversing entry reverses, last. NULL (every entry
+-- that reverses nothing) leaves the text exactly as above, so entries sealed
+-- before reversals existed keep their digests.
+CREATE OR REPLACE FUNCTION audit.canonical_header_text(
+    p_je_id          bigint,
+    p_je_number      text,
+    p_je_date        date,
+    p_period         text,
+    p_batch_id       bigint,
+    p_source_type    text,
+    p_source_id      bigint,
+    p_je_seq         integer,
+    p_currency       char(3),
+    p_fx_rate        numeric,
+    p_description    text,
+    p_source_amount  numeric,
+    p_reverses_je_id bigint)
+RETURNS text
+LANGUAGE sql
+STABLE PARALLEL SAFE
+RETURN concat_ws('|', 'H', p_je_id, p_je_number, to_char(p_je_date, 'YYYY-MM-DD'), p_period,
+                 p_batch_id, p_source_type, p_source_id, p_je_seq, p_currency, p_fx_rate,
+                 p_description, p_source_amount, 'R' || p_reverses_je_id);
+
+GRANT EXECUTE ON FUNCTION audit.canonical_header_text(bigint, text, date, text, bigint, text,
+    bigint, integer, char, numeric, text, numeric, bigint) TO monthend_runner, monthend_auditor;

@@ -20,7 +20,8 @@
 --      dates outside the period; and the range rebuilt from its claims the way
 --      batch.process_range builds it. When the rebuilt range hashes to the
 --      sealed digest it is the sealed content, so every row that differs from
---      it is named with the fields that changed.
+--      it is named with the fields that changed. A reversal is checked instead
+--      against the entries it reverses (audit.verify_reversal_mirror).
 -- Cost on a batch of 30M headers and 90M lines: step 2 reads the batch's rows
 -- once, in per-range pieces whose sorts stay in memory; steps 1 and 3 read
 -- control rows and index ranges; step 4 grows with the damage, not the batch.
@@ -202,7 +203,8 @@ BEGIN
             FROM (SELECT h.je_id, 0 AS line_no, true AS is_header,
                          audit.canonical_header_text(h.je_id, h.je_number, h.je_date, h.period,
                              h.batch_id, h.source_type, h.source_id, h.je_seq, h.currency,
-                             h.fx_rate, h.description, h.source_amount) AS canonical
+                             h.fx_rate, h.description, h.source_amount, h.reverses_je_id)
+                             AS canonical
                   FROM gl.journal_entry_header AS h
                   WHERE h.batch_id = p_batch_id AND h.je_id BETWEEN b.lo_je_id AND b.hi_je_id
                   UNION ALL
@@ -305,6 +307,16 @@ BEGIN
     FROM listed AS l
     WHERE l.k = c_listed + 1
     ORDER BY 2, 4 NULLS LAST;
+
+    -- A reversal: every entry and line against its original, mirrored by the
+    -- batch's method (batch.range_reversal_line, what batch.process_reversal_range
+    -- wrote the range from). This locates damage in the reversal and proves the
+    -- mirror even where the seal holds.
+    IF v_run.kind = 'REVERSAL' THEN
+        RETURN QUERY
+        SELECT * FROM audit.verify_reversal_mirror(p_batch_id);
+        RETURN;
+    END IF;
 
     IF cardinality(v_damaged) = 0 THEN
         RETURN;

@@ -1,7 +1,9 @@
 -- Checks the ledger as a whole, across every batch and period, for what no
 -- single batch's seal can show:
 --   SOURCE_POSTED_TWICE     a source row's journal entry (source_type,
---                           source_id, je_seq) in more than one header;
+--                           source_id, je_seq) live more than once: posted
+--                           more often than reversed by more than one (or
+--                           reversed more often than posted);
 --   NUMBER_GAP, NUMBER_DUPLICATE, NUMBER_BEYOND_USED, NUMBER_MALFORMED
 --                           a period's je_numbers are not exactly 1..N, N being
 --                           gl.accounting_period.je_numbers_used;
@@ -30,13 +32,18 @@ BEGIN
     RETURN QUERY
     WITH twice AS (
         -- Plain aggregates only, so this can hash instead of sorting the ledger.
-        SELECT h.source_type, h.source_id, h.je_seq, count(*) AS copies,
+        -- A reversing entry carries the source row and entry of the one it
+        -- reverses: live postings are postings less reversals.
+        SELECT h.source_type, h.source_id, h.je_seq,
+               count(*) FILTER (WHERE h.reverses_je_id IS NULL) AS copies,
+               count(*) FILTER (WHERE h.reverses_je_id IS NOT NULL) AS reversals,
                min(h.je_number) AS first_je_number, max(h.je_number) AS je_number,
                min(h.batch_id) AS first_batch_id, max(h.batch_id) AS batch_id,
                max(h.period) AS period
         FROM gl.journal_entry_header AS h
         GROUP BY h.source_type, h.source_id, h.je_seq
-        HAVING count(*) > 1
+        HAVING count(*) FILTER (WHERE h.reverses_je_id IS NULL)
+               - count(*) FILTER (WHERE h.reverses_je_id IS NOT NULL) NOT IN (0, 1)
     ), listed AS (
         SELECT t.*, row_number() OVER (PARTITION BY t.period
                                        ORDER BY t.source_type, t.source_id, t.je_seq) AS k,
@@ -44,9 +51,11 @@ BEGIN
         FROM twice AS t
     )
     SELECT l.period, l.batch_id, 'SOURCE_POSTED_TWICE'::text,
-           format('%s %s entry %s is posted %s times: je_numbers %s to %s, batches %s to %s',
-                  l.source_type, l.source_id, l.je_seq, l.copies, l.first_je_number,
-                  l.je_number, l.first_batch_id, l.batch_id),
+           format('%s %s entry %s is posted %s times%s: je_numbers %s to %s, batches %s to %s',
+                  l.source_type, l.source_id, l.je_seq, l.copies,
+                  CASE WHEN l.reversals > 0
+                       THEN format(' and reversed %s times', l.reversals) ELSE '' END,
+                  l.first_je_number, l.je_number, l.first_batch_id, l.batch_id),
            l.je_number
     FROM listed AS l
     WHERE l.k <= c_listed

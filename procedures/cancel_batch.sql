@@ -10,7 +10,8 @@ SET search_path = pg_catalog, pg_temp
 AS $$
 DECLARE
     v_run      batch.run%ROWTYPE;
-    v_released bigint;
+    v_released  bigint;
+    v_reversals bigint;
 BEGIN
     SELECT * INTO v_run FROM batch.run AS r WHERE r.batch_id = p_batch_id FOR UPDATE;
     IF NOT FOUND THEN
@@ -27,6 +28,10 @@ BEGIN
 
     DELETE FROM batch.source_claim AS c WHERE c.period = v_run.period AND c.batch_id = p_batch_id;
     GET DIAGNOSTICS v_released = ROW_COUNT;
+    -- A reversal's postings are released the same way: they stay posted.
+    DELETE FROM batch.source_reversal AS r WHERE r.batch_id = p_batch_id;
+    GET DIAGNOSTICS v_reversals = ROW_COUNT;
+    v_released := v_released + v_reversals;
 
     INSERT INTO subledger.stray_transaction (source_type, source_id)
     SELECT d.source_type, d.source_id FROM batch.dead_letter AS d

@@ -3,7 +3,9 @@
 -- period's ledger partitions (a catalog change: the CHECKs prove the bounds and
 -- the indexes exist, so nothing is scanned or copied and the cost does not grow
 -- with the batch), moves them into gl, advances the period's used numbers,
--- resolves the dead letters its rows had, and seals the batch into the audit
+-- resolves the dead letters its rows had (a reversal's commit is what makes
+-- the postings it reverses reversed, and their rows postable again: nothing
+-- else changes for that), and seals the batch into the audit
 -- chain with its digest (sha256 over the range digests in range order).
 -- Before this commits nothing of the batch is in the ledger; after, all of it.
 CREATE OR REPLACE PROCEDURE batch.commit_batch(p_batch_id bigint)
@@ -77,7 +79,9 @@ BEGIN
                v_run.je_count, v_run.line_count, encode(v_digest, 'hex')),
         jsonb_build_object('resolved_dead_letters', v_resolved));
     PERFORM audit.append('BATCH_COMMITTED', jsonb_build_object(
-        'batch_id', p_batch_id, 'period', v_run.period, 'digest', encode(v_digest, 'hex'),
+        'batch_id', p_batch_id, 'period', v_run.period, 'kind', v_run.kind,
+        'reverses_batch_id', v_run.reverses_batch_id, 'reversal_method', v_run.reversal_method,
+        'digest', encode(v_digest, 'hex'),
         'ranges', v_ranges, 'entries', v_run.je_count, 'lines', v_run.line_count,
         'claimed_rows', v_run.claimed_rows, 'dead_letter_rows', v_run.dead_letter_rows,
         'je_id_base', v_run.je_id_base, 'je_number_base', v_run.je_number_base));

@@ -18,6 +18,7 @@ DECLARE
     v_started        timestamptz := clock_timestamp();
     v_period         text;
     v_status         text;
+    v_kind           text;
     v_period_status  text;
     v_start          date;
     v_end            date;
@@ -34,13 +35,16 @@ DECLARE
     v_risky_premium  bigint[];
     v_risky_claim    bigint[];
 BEGIN
-    SELECT r.period, r.status INTO v_period, v_status
+    SELECT r.period, r.status, r.kind INTO v_period, v_status, v_kind
       FROM batch.run AS r WHERE r.batch_id = p_batch_id FOR UPDATE;
     IF NOT FOUND THEN
         RAISE EXCEPTION 'batch % does not exist', p_batch_id USING ERRCODE = 'no_data_found';
     ELSIF v_status <> 'STARTED' THEN
         RAISE EXCEPTION 'batch % is %; pre-flight runs on a STARTED batch', p_batch_id, v_status
             USING ERRCODE = 'object_not_in_prerequisite_state';
+    ELSIF v_kind = 'REVERSAL' THEN
+        CALL batch.preflight_reversal(p_batch_id);
+        RETURN;
     END IF;
 
     -- Upstream changes to this period's rows wait for us (see
@@ -53,7 +57,9 @@ BEGIN
 
     IF NOT batch.record_check(p_batch_id, NULL, 'preflight', 'period_open',
                               v_period_status = 'OPEN', 'OPEN', v_period_status) THEN
-        v_gate_errors := v_gate_errors || format('period %s is %s', v_period, v_period_status);
+        v_gate_errors := v_gate_errors || format('period %s is %s. %s', v_period,
+                                                 v_period_status,
+                                                 gl.period_posting_hint(v_period, v_period_status));
     END IF;
 
     SELECT string_agg(format('%s/%s/%s has %s balancing and %s ratio lines', t.source_type,
@@ -82,16 +88,7 @@ BEGIN
                                'month partitions of the ledger and claims', 'present');
 
     IF cardinality(v_gate_errors) > 0 THEN
-        UPDATE batch.run
-           SET status = 'FAILED', failed_status = 'STARTED', finished_at = clock_timestamp(),
-               error = 'pre-flight refused the batch: ' || array_to_string(v_gate_errors, '; ')
-         WHERE batch_id = p_batch_id;
-        PERFORM batch.log_event(p_batch_id, 'PREFLIGHT_FAILED',
-                                array_to_string(v_gate_errors, '; '), '{}', 'ERROR');
-        PERFORM audit.append('PREFLIGHT_RESULT', jsonb_build_object(
-            'batch_id', p_batch_id, 'passed', false, 'errors', to_jsonb(v_gate_errors)));
-        RAISE WARNING 'batch % failed pre-flight: %', p_batch_id,
-                      array_to_string(v_gate_errors, '; ');
+        CALL batch.refuse_preflight(p_batch_id, v_gate_errors);
         RETURN;
     END IF;
 
@@ -105,7 +102,8 @@ BEGIN
         JOIN subledger.source_transaction AS s
           ON s.source_type = w.source_type AND s.source_id = w.source_id
         LEFT JOIN gl.accounting_period AS ap ON s.txn_date BETWEEN ap.start_date AND ap.end_date
-        WHERE ap.status IS DISTINCT FROM 'OPEN'
+        -- A FUTURE period's rows wait for it to open: not strays.
+        WHERE ap.status IS DISTINCT FROM 'OPEN' AND ap.status IS DISTINCT FROM 'FUTURE'
           AND NOT EXISTS (SELECT FROM batch.source_claim AS sc
                           WHERE sc.source_type = s.source_type AND sc.source_id = s.source_id)
     ), dead AS (
@@ -113,11 +111,13 @@ BEGIN
                                        amount, currency)
         SELECT x.source_type, x.source_id, p_batch_id,
                CASE WHEN x.txn_date IS NULL THEN 'DATE_MISSING'
-                    WHEN x.period_status = 'CLOSED' THEN 'PERIOD_CLOSED'
+                    -- CLOSED, PERMANENTLY_CLOSED (late_row_policy DEAD_LETTER).
+                    WHEN x.period_status IS NOT NULL THEN 'PERIOD_CLOSED'
                     ELSE 'DATE_OUTSIDE_PERIOD' END,
                CASE WHEN x.txn_date IS NULL THEN 'the transaction has no date'
-                    WHEN x.period_status = 'CLOSED'
-                        THEN format('dated %s, in closed period %s', x.txn_date,
+                    WHEN x.period_status IS NOT NULL
+                        THEN format('dated %s, in %s period %s', x.txn_date,
+                                    replace(lower(x.period_status), '_', ' '),
                                     to_char(x.txn_date, 'YYYY-MM'))
                     ELSE format('dated %s, where no accounting period is defined', x.txn_date)
                END,
@@ -142,9 +142,9 @@ BEGIN
     PERFORM 'PRAGMA:TABLE: preflight_candidate (source_type text, source_id bigint, '
             'policy_id bigint, txn_type text, amount numeric, currency char(3), '
             'line_of_business text, minor_units integer, known_lob boolean, '
-            'template_count integer, fx_rate numeric, reason text)';
+            'template_count integer, fx_rate numeric, generation integer, reason text)';
     CREATE TEMPORARY TABLE preflight_candidate ON COMMIT DROP AS
-    SELECT k.*,
+    SELECT k.*, coalesce(g.generation, 0) AS generation,
            CASE WHEN k.policy_id IS NULL THEN 'POLICY_MISSING'
                 WHEN k.amount IS NULL THEN 'AMOUNT_NULL'
                 WHEN k.amount = 0 THEN 'AMOUNT_ZERO'
@@ -171,10 +171,24 @@ BEGIN
                ON tt.source_type = s.source_type AND tt.txn_type = s.txn_type
         LEFT JOIN gl.fx_rate AS fx ON fx.period = v_period AND fx.currency = s.currency
         WHERE s.txn_date BETWEEN v_start AND v_end
+          -- Unposted: never claimed, or every posting reversed by a committed
+          -- reversal (then it is posted again, one generation on).
           AND NOT EXISTS (SELECT FROM batch.source_claim AS sc
                           WHERE sc.period = v_period AND sc.source_type = s.source_type
-                            AND sc.source_id = s.source_id)
-    ) AS k;
+                            AND sc.source_id = s.source_id
+                            AND NOT EXISTS (
+                                SELECT FROM batch.source_reversal AS sr
+                                JOIN batch.run AS rb
+                                  ON rb.batch_id = sr.batch_id AND rb.status = 'COMMITTED'
+                                WHERE sr.period = sc.period AND sr.source_type = sc.source_type
+                                  AND sr.source_id = sc.source_id
+                                  AND sr.generation = sc.generation))
+    ) AS k
+    LEFT JOIN (SELECT sr.source_type, sr.source_id, max(sr.generation) + 1 AS generation
+               FROM batch.source_reversal AS sr
+               WHERE sr.period = v_period
+               GROUP BY sr.source_type, sr.source_id) AS g
+           ON g.source_type = k.source_type AND g.source_id = k.source_id;
     -- A temporary table has no statistics until analyzed: planned as a few
     -- hundred rows, the join to the open dead letters below became a nested
     -- loop over every dead letter for every candidate (3.4 s for 100k rows
@@ -264,8 +278,8 @@ BEGIN
     -- primary-key order (each index insert lands on the rightmost leaf); a
     -- ROWS frame, since (source_type, source_id) has no peers to look for.
     EXECUTE format($q$
-        INSERT INTO batch.%I (period, source_type, source_id, batch_id, je_offset)
-        SELECT $1, f.source_type, f.source_id, $2,
+        INSERT INTO batch.%I (period, source_type, source_id, generation, batch_id, je_offset)
+        SELECT $1, f.source_type, f.source_id, f.generation, $2,
                sum(f.template_count) OVER (ORDER BY f.source_type, f.source_id
                                            ROWS UNBOUNDED PRECEDING) - f.template_count
         FROM preflight_candidate AS f

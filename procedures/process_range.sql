@@ -5,9 +5,10 @@
 -- and the range digest (sha256 over the canonical text of exactly the rows
 -- inserted), then validates the range: every entry balances in both
 -- currencies, counts and the source control total match the claimed rows, and
--- the numbers are exactly the range's block. A failed check raises, so the
--- range's output and its DONE mark commit together or not at all.
--- Returns quietly if the range is already DONE (an orphaned attempt finished it).
+-- the numbers are exactly the range's block (batch.complete_range). A failed
+-- check raises, so the range's output and its DONE mark commit together or not
+-- at all. Returns quietly if the range is already DONE (an orphaned attempt
+-- finished it). A reversal's range is handed to batch.process_reversal_range.
 CREATE OR REPLACE PROCEDURE batch.process_range(p_range_id bigint)
 LANGUAGE plpgsql
 SECURITY DEFINER
@@ -44,8 +45,6 @@ DECLARE
     v_digest         bytea;
     v_src_rows       bigint;
     v_src_amount     numeric;
-    v_first_no       bigint;
-    v_failures       text[] := '{}'::text[];
 BEGIN
     SELECT * INTO v_range FROM batch.range AS rg WHERE rg.range_id = p_range_id FOR UPDATE;
     IF NOT FOUND THEN
@@ -63,6 +62,9 @@ BEGIN
         RAISE EXCEPTION 'batch % is %; ranges are processed while it is ALLOCATED',
                         v_run.batch_id, v_run.status
             USING ERRCODE = 'object_not_in_prerequisite_state';
+    ELSIF v_run.kind = 'REVERSAL' THEN
+        CALL batch.process_reversal_range(p_range_id);
+        RETURN;
     END IF;
 
     EXECUTE format($q$
@@ -153,54 +155,9 @@ BEGIN
        AND s.source_type = v_range.source_type
        AND s.source_id BETWEEN v_range.lo_source_id AND v_range.hi_source_id;
 
-    v_first_no := v_run.je_number_base + v_range.je_offset + 1;
-    IF NOT batch.record_check(v_run.batch_id, p_range_id, 'range', 'entries_balance',
-                              v_unbalanced = 0, '0 unbalanced entries',
-                              v_unbalanced || ' unbalanced entries') THEN
-        v_failures := v_failures || format('%s entries do not balance', v_unbalanced);
-    END IF;
-    IF NOT batch.record_check(v_run.batch_id, p_range_id, 'range', 'source_rows_match',
-                              v_sources = v_range.row_count AND v_src_rows = v_range.row_count,
-                              v_range.row_count || ' source rows',
-                              format('%s in entries, %s in source', v_sources, v_src_rows)) THEN
-        v_failures := v_failures || format('%s source rows expected, %s posted, %s in source',
-                                           v_range.row_count, v_sources, v_src_rows);
-    END IF;
-    IF NOT batch.record_check(v_run.batch_id, p_range_id, 'range', 'control_total_matches',
-                              v_source_amount = v_src_amount, v_src_amount::text,
-                              v_source_amount::text) THEN
-        v_failures := v_failures || format('source total %s, entries carry %s',
-                                           v_src_amount, v_source_amount);
-    END IF;
-    IF NOT batch.record_check(v_run.batch_id, p_range_id, 'range', 'numbers_fill_block',
-                              v_headers = v_range.je_count AND v_distinct_no = v_range.je_count
-                              AND v_min_no = v_first_no
-                              AND v_max_no = v_first_no + v_range.je_count - 1,
-                              format('%s..%s', v_first_no, v_first_no + v_range.je_count - 1),
-                              format('%s..%s, %s entries', v_min_no, v_max_no, v_headers)) THEN
-        v_failures := v_failures || format('numbers %s..%s (%s entries) instead of %s..%s',
-                                           v_min_no, v_max_no, v_headers, v_first_no,
-                                           v_first_no + v_range.je_count - 1);
-    END IF;
-    IF cardinality(v_failures) > 0 THEN
-        RAISE EXCEPTION 'range % of batch % failed validation: %', v_range.range_no,
-                        v_run.batch_id, array_to_string(v_failures, '; ')
-            USING ERRCODE = 'data_exception';
-    END IF;
-
-    UPDATE batch.range
-       SET status = 'DONE', finished_at = clock_timestamp(), line_count = v_lines,
-           digest = v_digest, last_error = NULL
-     WHERE range_id = p_range_id;
-    PERFORM batch.log_event(v_run.batch_id, 'RANGE_DONE',
-        format('range %s done: %s entries, %s lines', v_range.range_no, v_headers, v_lines),
-        jsonb_build_object('range_no', v_range.range_no, 'rows', v_range.row_count,
-                           'seconds', round(extract(epoch FROM clock_timestamp()
-                                                    - v_range.started_at)::numeric, 3)));
-    PERFORM audit.append('RANGE_DONE', jsonb_build_object(
-        'batch_id', v_run.batch_id, 'range_no', v_range.range_no,
-        'digest', encode(v_digest, 'hex'), 'entries', v_headers, 'lines', v_lines));
-    PERFORM pg_advisory_unlock(batch.lock_key('range_claim', p_range_id));
+    CALL batch.complete_range(p_range_id, v_headers, v_lines, v_unbalanced, v_sources,
+                              v_source_amount, v_min_no, v_max_no, v_distinct_no, v_digest,
+                              v_src_rows, v_src_amount, '{}');
 END
 $$;
 

@@ -20,11 +20,11 @@ BEGIN
     IF NOT FOUND THEN
         RAISE EXCEPTION 'accounting period % does not exist', p_period
             USING ERRCODE = 'invalid_parameter_value',
-                  HINT = 'Create it in gl.accounting_period (monthend generate does for sample data).';
+                  HINT = gl.period_posting_hint(p_period, NULL);
     ELSIF v_status <> 'OPEN' THEN
         RAISE EXCEPTION 'accounting period % is %, nothing can be posted to it', p_period, v_status
             USING ERRCODE = 'invalid_parameter_value',
-                  HINT = 'Run an OPEN period; rows dated in a closed period are dead-lettered as PERIOD_CLOSED.';
+                  HINT = gl.period_posting_hint(p_period, v_status);
     END IF;
 
     BEGIN

@@ -516,8 +516,9 @@ def assert_committed(target: db.Target, stdout: str, source_rows: int | None = N
 
 # Source rows a period's runs must account for: those dated in the period, and
 # strays (no date, or dated where no OPEN period takes them), which the first
-# pre-flight dead-letters. Each is posted (entries in the ledger) or has an open
-# dead letter from a committed batch, never both, never neither.
+# pre-flight dead-letters. Each is posted (live entries in the ledger: more
+# postings than reversals), reversed and not posted again, or has an open dead
+# letter from a committed batch; never two of these, never none.
 _ACCOUNTING_SQL = """
 WITH p AS (
     SELECT start_date, end_date FROM gl.accounting_period WHERE period = %(p)s
@@ -530,17 +531,27 @@ WITH p AS (
                       WHERE ap.status = 'OPEN' AND s.txn_date BETWEEN ap.start_date
                                                                   AND ap.end_date)
 ), posted AS (
+    SELECT h.source_type, h.source_id
+    FROM gl.journal_entry_header AS h WHERE h.period = %(p)s
+    GROUP BY h.source_type, h.source_id
+    HAVING count(*) FILTER (WHERE h.reverses_je_id IS NULL)
+           > count(*) FILTER (WHERE h.reverses_je_id IS NOT NULL)
+), unposted AS (
     SELECT DISTINCT h.source_type, h.source_id
     FROM gl.journal_entry_header AS h WHERE h.period = %(p)s
+    EXCEPT
+    SELECT * FROM posted
 ), dead AS (
     SELECT DISTINCT d.source_type, d.source_id
     FROM batch.dead_letter AS d JOIN batch.run AS r ON r.batch_id = d.batch_id
     WHERE d.status = 'OPEN' AND r.status = 'COMMITTED'
       AND d.reason_code IS NOT NULL AND coalesce(d.detail, '') <> ''
 ), judged AS (
-    SELECT s.*, po.source_id IS NOT NULL AS is_posted, de.source_id IS NOT NULL AS is_dead
+    SELECT s.*, po.source_id IS NOT NULL AS is_posted, de.source_id IS NOT NULL AS is_dead,
+           un.source_id IS NOT NULL AS is_reversed
     FROM src AS s
     LEFT JOIN posted AS po ON po.source_type = s.source_type AND po.source_id = s.source_id
+    LEFT JOIN unposted AS un ON un.source_type = s.source_type AND un.source_id = s.source_id
     LEFT JOIN dead AS de ON de.source_type = s.source_type AND de.source_id = s.source_id
 )
 SELECT count(*) AS source_rows,
@@ -549,8 +560,10 @@ SELECT count(*) AS source_rows,
        coalesce(sum(amount) FILTER (WHERE is_posted), 0) AS posted_amount,
        count(*) FILTER (WHERE is_dead) AS dead_rows,
        coalesce(sum(amount) FILTER (WHERE is_dead), 0) AS dead_amount,
+       count(*) FILTER (WHERE is_reversed) AS reversed_rows,
+       coalesce(sum(amount) FILTER (WHERE is_reversed), 0) AS reversed_amount,
        count(*) FILTER (WHERE is_posted AND is_dead) AS both,
-       count(*) FILTER (WHERE NOT is_posted AND NOT is_dead) AS neither,
+       count(*) FILTER (WHERE NOT is_posted AND NOT is_dead AND NOT is_reversed) AS neither,
        (SELECT count(*) FROM posted AS po
          WHERE NOT EXISTS (SELECT FROM src AS s WHERE s.source_type = po.source_type
                                                   AND s.source_id = po.source_id))
@@ -585,24 +598,37 @@ FROM per_entry AS e
 """
 
 _POSTED_ONCE_SQL = """
-SELECT (SELECT count(*) - count(DISTINCT (source_type, source_id, je_seq))
-          FROM gl.journal_entry_header) AS entries_posted_twice,
+SELECT (SELECT count(*) FROM (SELECT FROM gl.journal_entry_header AS h
+                              GROUP BY h.source_type, h.source_id, h.je_seq
+                              HAVING count(*) FILTER (WHERE h.reverses_je_id IS NULL)
+                                     - count(*) FILTER (WHERE h.reverses_je_id IS NOT NULL)
+                                     NOT IN (0, 1)) AS x) AS entries_live_twice,
        (SELECT count(*) - count(DISTINCT je_id) FROM gl.journal_entry_header)
            AS duplicate_je_ids,
        (SELECT count(*) FROM gl.journal_entry_line AS l
          WHERE NOT EXISTS (SELECT FROM gl.journal_entry_header AS h
                            WHERE h.je_id = l.je_id AND h.je_date = l.je_date
                              AND h.batch_id = l.batch_id)) AS lines_without_header,
-       -- Every posted entry belongs to the batch that claimed its row.
+       -- Every posted entry belongs to the batch that claimed its row, every
+       -- reversing entry to the batch that claimed the row's reversal.
        (SELECT count(*) FROM gl.journal_entry_header AS h
-         WHERE NOT EXISTS (SELECT FROM batch.source_claim AS c
+         WHERE h.reverses_je_id IS NULL
+           AND NOT EXISTS (SELECT FROM batch.source_claim AS c
                            WHERE c.source_type = h.source_type AND c.source_id = h.source_id
                              AND c.batch_id = h.batch_id)) AS entries_without_claim,
+       (SELECT count(*) FROM gl.journal_entry_header AS h
+         WHERE h.reverses_je_id IS NOT NULL
+           AND NOT EXISTS (SELECT FROM batch.source_reversal AS r
+                           WHERE r.source_type = h.source_type AND r.source_id = h.source_id
+                             AND r.batch_id = h.batch_id)) AS reversals_without_claim,
        (SELECT count(*) FROM (SELECT h.source_type, h.source_id
                               FROM gl.journal_entry_header AS h
                               GROUP BY h.source_type, h.source_id
-                              HAVING count(DISTINCT h.batch_id) > 1) AS x)
-           AS rows_in_two_batches
+                              HAVING count(DISTINCT h.batch_id)
+                                         FILTER (WHERE h.reverses_je_id IS NULL)
+                                     - count(DISTINCT h.batch_id)
+                                         FILTER (WHERE h.reverses_je_id IS NOT NULL) > 1) AS x)
+           AS rows_live_in_two_batches
 """
 
 _NUMBERING_SQL = """
@@ -686,9 +712,11 @@ def check_invariants(conn: psycopg.Connection, period: str = PERIOD, *,
         expect(acc["posted_not_in_source"] == 0, f"posted rows not of this period: {acc}")
         if finished:
             expect(acc["neither"] == 0, f"source rows neither posted nor dead-lettered: {acc}")
-            expect(acc["posted_rows"] + acc["dead_rows"] == acc["source_rows"]
-                   and acc["posted_amount"] + acc["dead_amount"] == acc["source_amount"],
-                   f"posted + dead-lettered <> source: {acc}")
+            expect(acc["posted_rows"] + acc["dead_rows"] + acc["reversed_rows"]
+                   == acc["source_rows"]
+                   and acc["posted_amount"] + acc["dead_amount"] + acc["reversed_amount"]
+                   == acc["source_amount"],
+                   f"posted + dead-lettered + reversed <> source: {acc}")
 
         entries = cur.execute(_ENTRIES_SQL, params).fetchone()
         expect(all(v == 0 for v in entries.values()), f"entries wrong: {entries}")

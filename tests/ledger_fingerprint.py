@@ -56,7 +56,7 @@ SELECT count(*) AS headers,
                                 h.je_seq, h.currency, h.fx_rate, h.description,
                                 h.source_amount),
                       E'\\n' ORDER BY h.je_number)) AS headers_md5,
-       md5(string_agg(concat_ws('|', h.je_number, h.je_id, h.batch_id),
+       md5(string_agg(concat_ws('|', h.je_number, h.je_id, h.batch_id, h.reverses_je_id),
                       E'\\n' ORDER BY h.je_number)) AS header_ids_md5
 FROM gl.journal_entry_header AS h
 WHERE h.period = %(period)s

@@ -26,6 +26,8 @@ RUNNER, AUDITOR, OWNER = "monthend_runner", "monthend_auditor", "monthend_owner"
 # What the driver calls (driver/monthend/queries.sql), and the audit functions.
 RUN_ROUTINES = [
     "batch.start_run(text,integer,integer,integer,bigint)",
+    "batch.start_reversal(bigint,text,text,text,text,text[],bigint[],integer,integer,integer,"
+    "bigint)",
     "batch.preflight(bigint)",
     "batch.allocate_ranges(bigint)",
     "batch.claim_range(bigint,text,bigint,integer,integer)",
@@ -49,7 +51,8 @@ VERIFY_ROUTINES = ["audit.verify_chain()", "audit.verify_batch(bigint)", "audit.
 # The compliance reports (sql/views/): read-only SQL functions. The runner may run
 # those that read what it can read; the integrity report reads audit.log.
 RUNNER_REPORTS = ["gl.large_transaction_report(text,numeric)",
-                  "gl.high_value_transaction_report(text,numeric)", "gl.trial_balance(text)"]
+                  "gl.high_value_transaction_report(text,numeric)", "gl.trial_balance(text)",
+                  "gl.reversal_register(text)"]
 AUDITOR_REPORTS = [*RUNNER_REPORTS, "audit.integrity_report(text)"]
 # Observability (sql/views/): read-only functions behind the dashboard, KPIs and
 # health, for both roles; the runner also records alerts and KPIs.
@@ -58,6 +61,17 @@ OBSERVE_ROUTINES = ["batch.dashboard(bigint)", "batch.compute_kpi(bigint)",
                     # The je_number format, for queries of either role.
                     "gl.format_je_number(text,bigint)"]
 RUNNER_OBSERVE = [*OBSERVE_ROUTINES, "batch.evaluate_alerts(bigint)", "batch.record_kpi(bigint)"]
+# The period lifecycle (procedures/*_period.sql) is the scheduler's right: it opens,
+# runs and closes the month, and the database's checks and ordering rules guard each
+# transition whoever calls it. Reopen and lock too, so that one role runs the whole
+# month; a site that wants them apart grants them to a role of its own and revokes
+# them from the runner (docs/dba.md#roles). The auditor changes no period.
+PERIOD_ROUTINES = ["gl.open_period(text,text)", "gl.close_period(text,boolean,text)",
+                   "gl.reopen_period(text,text)", "gl.lock_period(text,text)"]
+# Read only, for both roles: where a period stands against its closing checks, and a
+# closed period's seal and balances recomputed and verified.
+PERIOD_READ_ROUTINES = ["gl.period_close_checks(text,boolean)", "audit.verify_period(text)",
+                        "audit.period_seal_digest(text)"]
 # Pure functions giving the canonical text an auditor hashes to check a seal.
 CANONICAL_PREFIX = "audit.canonical_"
 
@@ -159,10 +173,13 @@ def test_privilege_inventory(posted: int, conn: psycopg.Connection) -> None:
         by_role.setdefault(row["role"], set()).add(row["routine"])
     canonical = {r for r in by_role.get(AUDITOR, set()) if r.startswith(CANONICAL_PREFIX)}
     assert by_role.get(AUDITOR, set()) == (set(VERIFY_ROUTINES) | set(AUDITOR_REPORTS)
-                                           | set(OBSERVE_ROUTINES) | canonical)
-    assert by_role.get(RUNNER, set()) >= set(RUN_ROUTINES) | set(VERIFY_ROUTINES)
+                                           | set(OBSERVE_ROUTINES) | canonical
+                                           | set(PERIOD_READ_ROUTINES))
+    assert by_role.get(RUNNER, set()) >= (set(RUN_ROUTINES) | set(VERIFY_ROUTINES)
+                                          | set(PERIOD_ROUTINES) | set(PERIOD_READ_ROUTINES))
     assert (by_role.get(RUNNER, set()) - set(RUN_ROUTINES) - set(VERIFY_ROUTINES)
-            - set(RUNNER_REPORTS) - set(RUNNER_OBSERVE)) == canonical
+            - set(RUNNER_REPORTS) - set(RUNNER_OBSERVE) - set(PERIOD_ROUTINES)
+            - set(PERIOD_READ_ROUTINES)) == canonical
     # Nothing is callable by everyone: EXECUTE is granted on purpose or not at all.
     assert "public" not in by_role, sorted(by_role["public"])
 
@@ -189,7 +206,7 @@ def test_security_definer_routines_pin_search_path(conn: psycopg.Connection) -> 
 
 
 def test_runner_holds_execute_on_the_run_routines(conn: psycopg.Connection) -> None:
-    missing = [r for r in RUN_ROUTINES + VERIFY_ROUTINES
+    missing = [r for r in RUN_ROUTINES + VERIFY_ROUTINES + PERIOD_ROUTINES
                if not conn.execute("SELECT has_function_privilege(%s, %s, 'EXECUTE') AS ok",
                                    (RUNNER, r)).fetchone()["ok"]]
     assert missing == []
@@ -244,6 +261,14 @@ RUNNER_REFUSED = [
     "DELETE FROM batch.schema_migration",
     "UPDATE gl.posting_rule SET ratio = ratio",
     "UPDATE gl.accounting_period SET status = 'CLOSED'",
+    "INSERT INTO gl.accounting_period (period, start_date, end_date) "
+    "VALUES ('2030-01', '2030-01-01', '2030-01-31')",
+    "DELETE FROM gl.period_balance",
+    "INSERT INTO gl.period_check (period, closed_at, check_name, status) "
+    "VALUES ('2025-01', now(), 'forged', 'PASS')",
+    "UPDATE gl.period_seal_batch SET digest = digest",
+    "INSERT INTO gl.period_transition VALUES ('OPEN', 'FUTURE', 'FORGED', NULL)",
+    "UPDATE gl.setting SET late_row_policy = late_row_policy",
     "UPDATE gl.fx_rate SET rate = rate * 2",
     "INSERT INTO subledger.premium_transaction (txn_id) VALUES (-1)",
     "UPDATE subledger.claims_transaction SET amount = 0",
@@ -359,6 +384,12 @@ AUDITOR_REFUSED = [
     "CALL batch.start_run('2025-01', 1, 100, 1, NULL)",
     "CALL batch.cancel_batch(1)",
     "CALL batch.commit_batch(1)",
+    "CALL gl.open_period('2025-02')",
+    "CALL gl.close_period('2025-01')",
+    "CALL gl.reopen_period('2025-01', 'forged')",
+    "CALL gl.lock_period('2025-01')",
+    "UPDATE gl.accounting_period SET status_reason = 'forged'",
+    "DELETE FROM gl.period_balance",
     "SELECT * FROM gl.ensure_period_partitions('2025-02')",
     "CALL subledger.generate_transactions('2025-02', 10, 0, 1, NULL, NULL, NULL)",
     "CREATE TABLE audit.forged (x integer)",

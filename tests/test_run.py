@@ -17,7 +17,8 @@ from conftest import monthend_cli
 PERIOD = "2025-01"
 
 SUMMARY_FIELDS = {
-    "batch_id", "period", "status", "workers", "source_rows", "posted_rows",
+    "batch_id", "kind", "reverses_batch_id", "period", "status", "workers", "source_rows",
+    "posted_rows",
     "dead_letter_rows", "dead_letters_by_reason", "journal_entries", "journal_lines",
     "je_numbers", "ranges", "ranges_retried", "digest", "phase_seconds", "elapsed_seconds",
     "source_rows_per_second", "journal_entries_per_second", "error",

@@ -10,7 +10,7 @@ costs, then cancels the batch (its rows are unposted again) and drops the
 twins. Never run it against a production database.
 
 Parts:
-  seal           canonical text of every row, the range digest, the RANGE_DONE audit row
+  seal           canonical text of every row and the range digest
   balance_check  the per-entry debits = credits check (hash aggregate over the lines)
   digest_order   only the ORDER BY of the digest's string_agg (the sort)
 
@@ -48,14 +48,10 @@ def without_seal(source: str) -> str:
     twin, lines = re.subn(r",\s*audit\.canonical_line_text\([^)]*\) AS canonical", "", twin)
     start = twin.find("(SELECT sha256(")
     end = twin.find("AS x)", start) + len("AS x)")
-    audit = twin.find("PERFORM audit.append('RANGE_DONE'")
-    if headers != 1 or lines != 1 or start < 0 or end < start or audit < 0:
+    if headers != 1 or lines != 1 or start < 0 or end < start:
         raise ShapeChanged("seal")
-    twin = twin[:start] + "NULL::bytea" + twin[end:]
-    audit = twin.find("PERFORM audit.append('RANGE_DONE'")
-    close = twin.find("));", audit)
-    return (twin[:audit] + "PERFORM 1 WHERE false AND " + twin[audit + 8:close + 2]
-            + " IS NOT NULL" + twin[close + 2:])
+    # The RANGE_DONE audit row (batch.complete_range) stays: one row a range.
+    return twin[:start] + "NULL::bytea" + twin[end:]
 
 
 def without_balance_check(source: str) -> str:

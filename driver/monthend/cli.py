@@ -6,6 +6,7 @@ its amounts are exact decimal strings (``monthend.jsonout``)."""
 from __future__ import annotations
 
 import functools
+import re
 import sys
 import time
 from collections.abc import Callable
@@ -20,6 +21,7 @@ from monthend import verify as verification
 from monthend.display import RunDisplay
 from monthend.embedded import EmbeddedCluster
 from monthend.errors import ConfigurationError, MonthendError, RunFailed
+from monthend.source_ids import read_source_ids
 
 # Set once a command has printed its JSON document: stdout carries exactly one.
 _json_emitted = False
@@ -49,16 +51,14 @@ def handle_errors(func: Callable[..., Any]) -> Callable[..., Any]:
     return wrapper
 
 
+def _check_period(_ctx: click.Context, _param: click.Parameter, value: str | None) -> str | None:
+    if value is not None and not re.fullmatch(r"\d{4}-(0[1-9]|1[0-2])", value):
+        raise click.BadParameter(f"{value!r} is not a period of the form YYYY-MM, e.g. 2025-01")
+    return value
+
+
 def period_option(func: Callable[..., Any]) -> Callable[..., Any]:
-    def check(_ctx: click.Context, _param: click.Parameter, value: str | None) -> str | None:
-        import re
-
-        if value is not None and not re.fullmatch(r"\d{4}-(0[1-9]|1[0-2])", value):
-            raise click.BadParameter(f"{value!r} is not a period of the form YYYY-MM, "
-                                     "e.g. 2025-01")
-        return value
-
-    return click.option("--period", required=True, callback=check,
+    return click.option("--period", required=True, callback=_check_period,
                         help="Accounting period, YYYY-MM.")(func)
 
 
@@ -194,11 +194,15 @@ def _finish(target: db.Target, batch_id: int, as_json: bool, display: RunDisplay
 
 
 def _summary_text(result: dict[str, Any]) -> str:
+    batch = (f"reversal batch {result['batch_id']} (of batch {result['reverses_batch_id']})"
+             if result["kind"] == "REVERSAL" else f"batch {result['batch_id']}")
     if result["posted_rows"] == 0:
-        head = (f"batch {result['batch_id']} {result['status']}: period {result['period']} "
-                f"had nothing to post")
+        head = (f"{batch} {result['status']}: period {result['period']} had nothing to post")
+    elif result["kind"] == "REVERSAL":
+        head = (f"{batch} {result['status']}: {result['posted_rows']} rows' postings reversed "
+                f"by {result['journal_entries']} entries / {result['journal_lines']} lines")
     else:
-        head = (f"batch {result['batch_id']} {result['status']}: {result['posted_rows']} "
+        head = (f"{batch} {result['status']}: {result['posted_rows']} "
                 f"rows posted as {result['journal_entries']} entries / "
                 f"{result['journal_lines']} lines")
     lines = [head,
@@ -250,6 +254,41 @@ def run(ctx: click.Context, period: str, workers: int, range_size: int, max_atte
     if not as_json:
         click.echo(f"batch {batch_id} started for {period}", err=True)
     _drive(ctx, batch_id, options, as_json)
+
+
+@main.command()
+@click.argument("batch_id", type=int)
+@click.option("--reason", required=True,
+              help="Reversal reason code (gl.reversal_reason): RULE_ERROR, SOURCE_ERROR, "
+                   "DUPLICATE, FX_RATE_ERROR, OTHER.")
+@click.option("--note", default=None, help="Free text kept with the reversal.")
+@click.option("--method", type=click.Choice(["side", "sign"]), default="side",
+              show_default=True,
+              help="side: debit and credit swap; sign: the amounts are negated.")
+@click.option("--period", default=None, callback=_check_period,
+              help="Open period to post the reversal in (default: the batch's own).")
+@click.option("--source-ids", "source_ids_file", default=None,
+              type=click.Path(dir_okay=False, path_type=Path),
+              help="CSV of source_type,source_id: reverse only these rows' entries.")
+@click.option("--workers", type=click.IntRange(1, 256), default=2, show_default=True)
+@click.option("--range-size", type=click.IntRange(min=1), default=runner.DEFAULT_RANGE_SIZE,
+              show_default=True, help="Source rows a range.")
+@json_option
+@click.pass_context
+@handle_errors
+def reverse(ctx: click.Context, batch_id: int, reason: str, note: str | None, method: str,
+            period: str | None, source_ids_file: Path | None, workers: int, range_size: int,
+            as_json: bool) -> None:
+    """Reverse a committed batch (or some of its rows) by a batch of reversing entries;
+    the reversed rows can then be posted again by the next run of their period."""
+    source_ids = read_source_ids(source_ids_file) if source_ids_file else None
+    target = target_of(ctx)
+    options = _run_options(workers, range_size, runner.DEFAULT_MAX_ATTEMPTS)
+    reversal = runner.start_reversal(target, batch_id, reason, note, method, period,
+                                     source_ids, options)
+    if not as_json:
+        click.echo(f"reversal batch {reversal} started: reverses batch {batch_id}", err=True)
+    _drive(ctx, reversal, options, as_json)
 
 
 @main.command()
@@ -637,7 +676,7 @@ def _threshold(_ctx: click.Context, _param: click.Parameter, value: str | None) 
 def report_cmd(ctx: click.Context, name: str, period: str, threshold: Decimal | None,
                as_json: bool, as_csv: bool) -> None:
     """Compliance report of a period, read only: large-transactions, high-value,
-    trial-balance, integrity. Exit 1 when its checks fail."""
+    trial-balance, integrity, reversals. Exit 1 when its checks fail."""
     if as_json and as_csv:
         raise click.UsageError("--json and --csv exclude each other.")
 
@@ -649,6 +688,154 @@ def report_cmd(ctx: click.Context, name: str, period: str, threshold: Decimal | 
     if not report.run(target_of(ctx), name, period, fmt, threshold,
                       on_output=output_started):
         sys.exit(1)
+
+
+# Period lifecycle: FUTURE -> OPEN -> CLOSED (-> reopened) -> PERMANENTLY_CLOSED.
+# Each command is one call of a procedure (procedures/*_period.sql); the
+# database enforces the rules and says what to do when it refuses.
+
+period_argument = click.argument("period", callback=_check_period)
+reason_option = click.option("--reason", default=None,
+                             help="Why: recorded with the transition in the audit chain.")
+
+
+@main.group("period")
+def period_group() -> None:
+    """The accounting periods: list, open, close, reopen, lock."""
+
+
+def _period_row(conn: Any, period: str) -> dict[str, Any]:
+    row = db.call_one(conn, "period_summary", period=period)
+    if row is None:  # pragma: no cover - the procedure just wrote it
+        raise ConfigurationError(f"period {period} has no row in gl.accounting_period")
+    return row
+
+
+def _period_text(row: dict[str, Any]) -> str:
+    seal = f", seal {row['seal_digest']}" if row["seal_digest"] else ""
+    return (f"period {row['period']} is {row['status']}: {row['je_numbers_used']} numbers "
+            f"used, {row['batches_committed']} batch(es) committed, "
+            f"{row['open_dead_letters']} open dead letter(s){seal}")
+
+
+@period_group.command("list")
+@json_option
+@click.pass_context
+@handle_errors
+def period_list(ctx: click.Context, as_json: bool) -> None:
+    """Every period: status, numbers used, batches, open dead letters, seal."""
+    with db.connect(target_of(ctx)) as conn:
+        rows = db.call(conn, "period_list")
+    if as_json:
+        emit_json({"periods": rows})
+        return
+    click.echo(f"{'period':<8} {'status':<18} {'numbers':>10} {'batches':>7} {'active':>6} "
+               f"{'dead':>6} {'fx':>3}  seal")
+    for row in rows:
+        click.echo(f"{row['period']:<8} {row['status']:<18} {row['je_numbers_used']:>10} "
+                   f"{row['batches_committed']:>7} {row['batches_active']:>6} "
+                   f"{row['open_dead_letters']:>6} {row['fx_rates']:>3}  "
+                   f"{(row['seal_digest'] or '-')[:16]}")
+
+
+@period_group.command("open")
+@period_argument
+@reason_option
+@json_option
+@click.pass_context
+@handle_errors
+def period_open(ctx: click.Context, period: str, reason: str | None, as_json: bool) -> None:
+    """Open a FUTURE period (or create it) for posting."""
+    with db.connect(target_of(ctx)) as conn:
+        db.call(conn, "period_open", period=period, reason=reason)
+        row = _period_row(conn, period)
+    if as_json:
+        emit_json(row)
+        return
+    click.echo(_period_text(row))
+    if not row["fx_rates"]:
+        click.echo(f"monthend: period {period} has no FX rates in gl.fx_rate yet: rows in "
+                   "currencies other than the functional one are dead-lettered FX_RATE_MISSING "
+                   "until they are added", err=True)
+
+
+@period_group.command("close")
+@period_argument
+@click.option("--carry-dead-letters", is_flag=True,
+              help="Close although rows dated in the period have open dead letters; how "
+                   "many and how much is recorded.")
+@reason_option
+@json_option
+@click.pass_context
+@handle_errors
+def period_close(ctx: click.Context, period: str, carry_dead_letters: bool, reason: str | None,
+                 as_json: bool) -> None:
+    """Check a period, write its balances and seal it. Exit 2 when it is not ready
+    (the message says what to do), 1 when its ledger fails a check."""
+    target = target_of(ctx)
+    with db.connect(target) as conn:
+        try:
+            db.call(conn, "period_close", period=period, carry_dead_letters=carry_dead_letters,
+                    reason=reason)
+        except MonthendError as refused:
+            if as_json:
+                try:
+                    checks: list[dict[str, Any]] | None = db.call(
+                        conn, "period_close_checks", period=period,
+                        carry_dead_letters=carry_dead_letters)
+                except MonthendError:
+                    checks = None
+                emit_json({"status": "ERROR", "error": str(refused),
+                           "exit_code": refused.exit_code, "period": period, "checks": checks})
+            raise
+        row = _period_row(conn, period)
+        row["checks"] = db.call(conn, "period_recorded_checks", period=period)
+        row["batches"] = db.call(conn, "period_seal_batches", period=period)
+    if as_json:
+        emit_json(row)
+        return
+    click.echo(_period_text(row))
+    click.echo(f"  {row['balance_rows']} balance row(s), {len(row['batches'])} batch(es) sealed")
+    for check in row["checks"]:
+        click.echo(f"  {check['status']:<4} {check['check_name']:<24} {check['actual'] or ''}")
+
+
+@period_group.command("reopen")
+@period_argument
+@click.option("--reason", required=True,
+              help="Why the closed period is reopened: recorded in the audit chain.")
+@json_option
+@click.pass_context
+@handle_errors
+def period_reopen(ctx: click.Context, period: str, reason: str, as_json: bool) -> None:
+    """Reopen the latest CLOSED period; its balances are discarded, its old seal
+    stays in the audit chain."""
+    with db.connect(target_of(ctx)) as conn:
+        db.call(conn, "period_reopen", period=period, reason=reason)
+        row = _period_row(conn, period)
+    if as_json:
+        emit_json(row)
+        return
+    click.echo(_period_text(row))
+    click.echo(f"  balances discarded; seal "
+               f"{row['status_detail'].get('discarded_seal_digest')} stays in the audit chain")
+
+
+@period_group.command("lock")
+@period_argument
+@reason_option
+@json_option
+@click.pass_context
+@handle_errors
+def period_lock(ctx: click.Context, period: str, reason: str | None, as_json: bool) -> None:
+    """Close a CLOSED period permanently: nothing changes it afterwards."""
+    with db.connect(target_of(ctx)) as conn:
+        db.call(conn, "period_lock", period=period, reason=reason)
+        row = _period_row(conn, period)
+    if as_json:
+        emit_json(row)
+    else:
+        click.echo(_period_text(row))
 
 
 if __name__ == "__main__":

@@ -136,8 +136,9 @@ class MonthendCollector(Collector):
         labels = [str(m["batch_id"]), m["period"]]
 
         info = _gauge("monthend_batch_info", "The batch the other monthend_batch metrics "
-                      "describe, with its status and phase.", [*BATCH_LABELS, "status", "phase"])
-        info.add_metric([*labels, m["status"], m["phase"]], 1)
+                      "describe, with its kind (RUN, REVERSAL), status and phase.",
+                      [*BATCH_LABELS, "kind", "status", "phase"])
+        info.add_metric([*labels, m["kind"], m["status"], m["phase"]], 1)
         yield info
         for name, doc, value in [
             ("monthend_batch_running", "1 while the batch is unfinished.",

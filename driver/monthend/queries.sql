@@ -5,6 +5,10 @@
 -- Open a batch for a period; returns its batch_id.
 CALL batch.start_run(%(period)s, %(workers)s, %(range_size)s, %(max_attempts)s, NULL);
 
+-- name: start_reversal
+-- Open a reversal batch of a committed run (all its rows, or those given); returns its batch_id.
+CALL batch.start_reversal(%(reverses_batch_id)s, %(reason)s, %(note)s, %(method)s, %(period)s, %(source_types)s, %(source_ids)s, %(workers)s, %(range_size)s, %(max_attempts)s, NULL);
+
 -- name: preflight
 -- Phase 1: gates, dead letters, claims.
 CALL batch.preflight(%(batch_id)s);
@@ -204,6 +208,10 @@ SELECT * FROM gl.high_value_transaction_report(%(period)s, %(threshold)s);
 -- Per-account movements of the period and the checks that they balance.
 SELECT * FROM gl.trial_balance(%(period)s);
 
+-- name: report_reversals
+-- Every reversing entry posted in the period, with the entry it reverses and why.
+SELECT * FROM gl.reversal_register(%(period)s);
+
 -- name: report_integrity
 -- The period's batches, their seals and the verification of each.
 SELECT * FROM audit.integrity_report(%(period)s);
@@ -326,3 +334,50 @@ DROP TABLE IF EXISTS {raw};
 -- name: bench_batch_status
 -- The status of a batch, for the benchmark's report.
 SELECT status FROM batch.run WHERE batch_id = %(batch_id)s;
+
+-- Period lifecycle (monthend period): the procedures gl.open_period,
+-- gl.close_period, gl.reopen_period and gl.lock_period (procedures/), the
+-- closing checks (gl.period_close_checks) and gl.period_summary.
+
+-- name: period_list
+-- Every period: status, latest transition, numbers used, batches, open dead letters, seal.
+SELECT * FROM gl.period_summary ORDER BY period;
+
+-- name: period_summary
+-- One period's row of period_list.
+SELECT * FROM gl.period_summary WHERE period = %(period)s;
+
+-- name: period_open
+-- Open a FUTURE period, or create one that has no row, for posting.
+CALL gl.open_period(%(period)s, %(reason)s);
+
+-- name: period_close
+-- Check, write the balances of, and seal an OPEN period; raises naming the failed checks.
+CALL gl.close_period(%(period)s, %(carry_dead_letters)s, %(reason)s);
+
+-- name: period_reopen
+-- Reopen the latest CLOSED period for a reason, discarding its balances.
+CALL gl.reopen_period(%(period)s, %(reason)s);
+
+-- name: period_lock
+-- Close a CLOSED period permanently.
+CALL gl.lock_period(%(period)s, %(reason)s);
+
+-- name: period_close_checks
+-- Where a period stands against its closing checks, now (read only).
+SELECT check_name, passed, expected, actual, detail, hint
+FROM gl.period_close_checks(%(period)s, %(carry_dead_letters)s);
+
+-- name: period_recorded_checks
+-- The closing checks the period's latest close recorded.
+SELECT c.check_name, c.status, c.expected, c.actual, c.detail
+FROM gl.period_check AS c
+JOIN gl.accounting_period AS ap ON ap.period = c.period AND ap.closed_at = c.closed_at
+WHERE c.period = %(period)s
+ORDER BY c.check_id;
+
+-- name: period_seal_batches
+-- The batches a closed period's seal covers, in commit order.
+SELECT seal_order, batch_id, encode(digest, 'hex') AS digest, lines, functional_debit,
+       functional_credit
+FROM gl.period_seal_batch WHERE period = %(period)s ORDER BY seal_order;

@@ -105,6 +105,8 @@ def _where(row: Row) -> str:
         return f"{row['dead_letter_reason']} (batch {batch})"
     if status == "PENDING":
         return f"batch {batch}, not committed yet"
+    if status == "REVERSED":
+        return f"{row['first_je_number']}.. reversed by batch {batch}"
     if status == "NOT_IN_LEDGER":
         return f"batch {batch} committed it, no entries found"
     return ""
@@ -161,6 +163,22 @@ INTEGRITY_COLUMNS = (
     Column("ok", lambda r: r["ok"] if r["ok"] is not None else "n/a"),
 )
 
+REVERSAL_COLUMNS = (
+    Column("reversing entry", lambda r: r["reversal_je_number"]),
+    Column("date", lambda r: r["reversal_je_date"]),
+    Column("batch", lambda r: r["reversal_batch_id"], numeric=True),
+    Column("reverses", lambda r: r["original_je_number"]),
+    Column("of batch", lambda r: r["original_batch_id"], numeric=True),
+    Column("source", lambda r: f"{r['source_type']} {r['source_id']}"),
+    Column("reason", lambda r: r["reason"]),
+    Column("method", lambda r: r["method"]),
+    Column("cur", lambda r: r["currency"]),
+    Column("debit", lambda r: r["debit"], numeric=True),
+    Column("credit", lambda r: r["credit"], numeric=True),
+    Column("by", lambda r: r["started_by"]),
+    Column("note", lambda r: r["note"] or ""),
+)
+
 
 @dataclass
 class Summary:
@@ -175,6 +193,7 @@ class Summary:
     total: Row | None = None
     committed: int = 0
     problems: int = 0
+    batches: set[int] = field(default_factory=set)
 
     def add(self, row: Row) -> None:
         self.rows += 1
@@ -195,6 +214,9 @@ class Summary:
                         "CURRENCY": f"currency {row['currency']}"}[row["row_kind"]]
                 self.failed.append(f"{what} does not balance: debits {row['debit']}, "
                                    f"credits {row['credit']} ({row['detail']})")
+        elif self.kind == "register":
+            self.batches.add(row["reversal_batch_id"])
+            self.by_status[row["reason"]] += 1
         elif self.kind == "integrity":
             if row["status"] == "COMMITTED":
                 self.committed += 1
@@ -218,6 +240,9 @@ class Summary:
             return {"rows": self.rows, "by_status": dict(sorted(self.by_status.items())),
                     "functional_amount": self.functional_amount,
                     "without_fx_rate": self.unassessed, "problems": self.failed}
+        if self.kind == "register":
+            return {"entries": self.rows, "batches": sorted(self.batches),
+                    "by_reason": dict(sorted(self.by_status.items())), "problems": self.failed}
         if self.kind == "trial-balance":
             total = self.total or {}
             return {"debit": total.get("debit"), "credit": total.get("credit"),
@@ -230,7 +255,7 @@ class Summary:
 class Report:
     name: str
     query: str
-    kind: str  # transactions, trial-balance, integrity
+    kind: str  # transactions, trial-balance, integrity, register
     title: str
 
 
@@ -243,6 +268,7 @@ REPORTS = {
                             "Trial balance"),
     "integrity": Report("integrity", "report_integrity", "integrity",
                         "Audit-trail integrity"),
+    "reversals": Report("reversals", "report_reversals", "register", "Reversal register"),
 }
 NAMES = tuple(REPORTS)
 
@@ -407,6 +433,13 @@ def _write_table(out: TextIO, report: Report, head: dict[str, Any], stream: RowS
         writer.text(("BALANCED" if summary.ok else "NOT BALANCED")
                     + f": debits {_text(total.get('debit'))}, credits "
                       f"{_text(total.get('credit'))} {currency}")
+    elif report.kind == "register":
+        hidden = writer.rows(REVERSAL_COLUMNS, _counted(iter(stream), summary), title)
+        if hidden:
+            writer.text(f"... {hidden} more rows: use --csv or --json for all of them")
+        reasons = ", ".join(f"{n} {reason}" for reason, n in sorted(summary.by_status.items()))
+        writer.text(f"{summary.rows} reversing entries in {len(summary.batches)} batch(es)"
+                    + (f" ({reasons})" if reasons else ""))
     else:
         writer.rows(INTEGRITY_COLUMNS, _counted(iter(stream), summary), title)
         verdict = "OK" if summary.ok else "PROBLEMS FOUND"

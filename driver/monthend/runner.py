@@ -65,6 +65,20 @@ def start(target: db.Target, period: str, options: RunOptions) -> int:
     return int(row["p_batch_id"])
 
 
+def start_reversal(target: db.Target, reverses_batch_id: int, reason: str, note: str | None,
+                   method: str, period: str | None,
+                   source_ids: tuple[list[str], list[int]] | None,
+                   options: RunOptions) -> int:
+    """Open a REVERSAL batch; it then goes through the same phases as a run."""
+    types, ids = source_ids if source_ids else (None, None)
+    with db.connect(target) as conn:
+        row = db.call_one(conn, "start_reversal", reverses_batch_id=reverses_batch_id,
+                          reason=reason, note=note, method=method, period=period,
+                          source_types=types, source_ids=ids, workers=options.workers,
+                          range_size=options.range_size, max_attempts=options.max_attempts)
+    return int(row["p_batch_id"])
+
+
 def _worker_loop(target: db.Target, batch_id: int, report: WorkerReport,
                  stop: threading.Event) -> None:
     """Claim and process ranges until none is left; retry through lost connections."""
@@ -358,6 +372,8 @@ def summary(target: db.Target, batch_id: int) -> dict[str, Any]:
     processed = row["claimed_rows"] or 0
     return {
         "batch_id": row["batch_id"],
+        "kind": row["kind"],
+        "reverses_batch_id": row["reverses_batch_id"],
         "period": row["period"],
         "status": row["status"],
         "workers": row["workers"],

@@ -1,5 +1,7 @@
 -- Synthetic source data for a period, generated set-based in the database.
--- Opens the period (and its FX rates) if missing. p_txns rows: 70% premium
+-- Opens the period if it has no row (gl.open_period: audited like any
+-- opening; a FUTURE period is left FUTURE, its rows wait for it to open) and
+-- adds the FX rates it lacks. p_txns rows: 70% premium
 -- (new business, renewals, endorsements, cancellations), 30% claims (loss and
 -- expense payments, recoveries); log-uniform amounts from 50 to 250,000 in
 -- the currency's minor units, six currencies (JPY with 0 and BHD with 3 minor
@@ -39,9 +41,9 @@ BEGIN
     v_start := to_date(p_period, 'YYYY-MM');
     v_days := ((v_start + interval '1 month')::date - v_start);
 
-    INSERT INTO gl.accounting_period (period, start_date, end_date)
-    VALUES (p_period, v_start, (v_start + interval '1 month - 1 day')::date)
-    ON CONFLICT (period) DO NOTHING;
+    IF NOT EXISTS (SELECT FROM gl.accounting_period AS ap WHERE ap.period = p_period) THEN
+        CALL gl.open_period(p_period, 'opened by the synthetic-data generator');
+    END IF;
     INSERT INTO gl.fx_rate (period, currency, rate)
     VALUES (p_period, 'USD', 1), (p_period, 'EUR', 1.0842), (p_period, 'GBP', 1.2671),
            (p_period, 'CAD', 0.7413), (p_period, 'JPY', 0.006712), (p_period, 'BHD', 2.6525)

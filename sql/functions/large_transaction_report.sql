@@ -3,9 +3,11 @@
 -- functional currency reaches p_threshold, what became of it: POSTED (its
 -- entries' je_numbers, first..last and how many, read from the ledger headers
 -- themselves; a row's numbers are consecutive by construction), PENDING
--- (claimed by a batch not committed yet), DEAD_LETTER (the reason of its open
--- dead letter), UNPOSTED (no run has taken it yet), or NOT_IN_LEDGER (claimed
--- by a committed batch yet without entries: an integrity problem).
+-- (claimed by a batch not committed yet), REVERSED (its latest posting is
+-- reversed by a committed reversal, named as the batch; the numbers are the
+-- reversed posting's), DEAD_LETTER (the reason of its open dead letter),
+-- UNPOSTED (no run has taken it yet), or NOT_IN_LEDGER (claimed by a committed
+-- batch yet without entries: an integrity problem).
 --
 -- Functional amount = round(amount * the period's gl.fx_rate, minor units of
 -- the functional currency in gl.setting), the posting rule's own A_f, so the
@@ -75,32 +77,48 @@ AS $$
           AND (abs(round(s.amount * x.fx_rate, f.minor_units)) >= p_threshold
                OR x.fx_rate IS NULL)
     ), posted AS (
-        SELECT h.source_type, h.source_id, min(h.batch_id) AS batch_id,
+        -- Postings only (a reversing entry carries the row it reverses too),
+        -- per posting batch: a row reversed and posted again has two.
+        SELECT h.source_type, h.source_id, h.batch_id,
                min(h.je_number) AS first_je_number, max(h.je_number) AS last_je_number,
                count(*)::integer AS entries
         FROM gl.journal_entry_header AS h
         WHERE h.je_date >= to_date(p_period, 'YYYY-MM')
           AND h.je_date < (to_date(p_period, 'YYYY-MM') + interval '1 month')::date
+          AND h.reverses_je_id IS NULL
           AND (h.source_type, h.source_id) IN (SELECT l.source_type, l.source_id FROM large AS l)
-        GROUP BY h.source_type, h.source_id
+        GROUP BY h.source_type, h.source_id, h.batch_id
     )
     SELECT l.source_type, l.source_id, l.policy_id, l.txn_date, l.txn_type, l.line_of_business,
            l.amount, l.currency, l.fx_rate, l.functional_amount, l.functional_currency,
-           CASE WHEN p.source_id IS NOT NULL THEN 'POSTED'
+           CASE WHEN rv.batch_id IS NOT NULL THEN 'REVERSED'
+                WHEN p.source_id IS NOT NULL THEN 'POSTED'
                 WHEN r.status = 'COMMITTED' THEN 'NOT_IN_LEDGER'
                 WHEN c.source_id IS NOT NULL THEN 'PENDING'
                 WHEN d.source_id IS NOT NULL THEN 'DEAD_LETTER'
                 ELSE 'UNPOSTED' END,
-           coalesce(p.batch_id, c.batch_id, d.batch_id),
+           coalesce(rv.batch_id, p.batch_id, c.batch_id, d.batch_id),
            p.first_je_number, p.last_je_number, p.entries,
            CASE WHEN p.source_id IS NULL AND c.source_id IS NULL THEN d.reason_code END,
            CASE WHEN p.source_id IS NULL AND c.source_id IS NULL THEN d.detail END
     FROM large AS l
-    LEFT JOIN posted AS p ON p.source_type = l.source_type AND p.source_id = l.source_id
-    LEFT JOIN batch.source_claim AS c
-           ON c.period = p_period AND c.source_type = l.source_type
+    -- The row's latest posting (its highest generation), and the committed
+    -- reversal of it, if any.
+    LEFT JOIN LATERAL (
+        SELECT c.* FROM batch.source_claim AS c
+        WHERE c.period = p_period AND c.source_type = l.source_type
           AND c.source_id = l.source_id
+        ORDER BY c.generation DESC LIMIT 1
+    ) AS c ON true
     LEFT JOIN batch.run AS r ON r.batch_id = c.batch_id
+    LEFT JOIN (SELECT sr.period, sr.source_type, sr.source_id, sr.generation, sr.batch_id
+               FROM batch.source_reversal AS sr
+               JOIN batch.run AS rb ON rb.batch_id = sr.batch_id AND rb.status = 'COMMITTED') AS rv
+           ON rv.period = c.period AND rv.source_type = c.source_type
+          AND rv.source_id = c.source_id AND rv.generation = c.generation
+    LEFT JOIN posted AS p
+           ON p.source_type = l.source_type AND p.source_id = l.source_id
+          AND p.batch_id = c.batch_id
     LEFT JOIN batch.dead_letter_current AS d
            ON d.source_type = l.source_type AND d.source_id = l.source_id
     ORDER BY l.txn_date, l.source_type, l.source_id

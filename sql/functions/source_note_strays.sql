@@ -1,7 +1,8 @@
 -- Statement-level: rows that arrive dated where no OPEN period can take them
--- (a CLOSED period, no period at all, or no date) are noted, so the next run
--- dead-letters them rather than leaving them unseen. One set-based pass over
--- the statement's transition table; nothing per row.
+-- (a closed period, no period at all, or no date) are noted, so the next run
+-- dead-letters them rather than leaving them unseen. A FUTURE period's rows
+-- are not strays: they wait for it to open. One set-based pass over the
+-- statement's transition table; nothing per row.
 -- TG_ARGV: source type, id column, date column.
 CREATE OR REPLACE FUNCTION subledger.source_note_strays()
 RETURNS trigger
@@ -17,7 +18,7 @@ BEGIN
         FROM new_rows AS n
         WHERE NOT EXISTS (
             SELECT FROM gl.accounting_period AS ap
-            WHERE ap.status = 'OPEN'
+            WHERE ap.status IN ('OPEN', 'FUTURE')
               AND n.%I BETWEEN ap.start_date AND ap.end_date)
         ON CONFLICT DO NOTHING
         $q$,

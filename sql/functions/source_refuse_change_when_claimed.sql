@@ -1,7 +1,8 @@
--- A source row claimed by a batch (being posted, or posted) is frozen: its
--- period can never change, which is what lets batch.source_claim's primary
--- key guarantee that a row is posted at most once. Upstream fixes unposted
--- rows freely. The shared advisory lock on the row's period waits for a
+-- A source row with a live posting (claimed by a batch being posted or
+-- posted, and not reversed by a committed reversal) is frozen: its period
+-- cannot change under its claim, which is what lets batch.source_claim's
+-- keys guarantee at most one live posting. Upstream fixes unposted rows
+-- freely, a reversed row included (correct it, or remove a duplicate). The shared advisory lock on the row's period waits for a
 -- running pre-flight of that period, so a row cannot change between being
 -- classified and being claimed.
 -- TG_ARGV: source type, id column, date column.
@@ -22,14 +23,21 @@ BEGIN
         RETURN coalesce(NEW, OLD);
     END IF;
     PERFORM pg_advisory_xact_lock_shared(batch.period_lock_key(v_period));
+    -- Its live posting, if any: a claim not reversed by a committed reversal.
     SELECT sc.batch_id INTO v_batch_id
       FROM batch.source_claim AS sc
-     WHERE sc.period = v_period AND sc.source_type = TG_ARGV[0] AND sc.source_id = v_id;
+     WHERE sc.period = v_period AND sc.source_type = TG_ARGV[0] AND sc.source_id = v_id
+       AND NOT EXISTS (SELECT FROM batch.source_reversal AS sr
+                       JOIN batch.run AS rb
+                         ON rb.batch_id = sr.batch_id AND rb.status = 'COMMITTED'
+                       WHERE sr.period = sc.period AND sr.source_type = sc.source_type
+                         AND sr.source_id = sc.source_id AND sr.generation = sc.generation);
     IF FOUND THEN
         RAISE EXCEPTION '% transaction % is claimed by batch % and cannot be changed or deleted',
                         lower(TG_ARGV[0]), v_id, v_batch_id
             USING ERRCODE = 'object_in_use',
-                  HINT = 'Posted rows are corrected by a new reversing transaction, not by editing the source.';
+                  HINT = format('Reverse its posting first ("monthend reverse %s --source-ids FILE"); then the row may be corrected or removed.',
+                                v_batch_id);
     END IF;
     RETURN coalesce(NEW, OLD);
 END

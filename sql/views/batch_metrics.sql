@@ -78,7 +78,8 @@ SELECT r.batch_id,
        r.dead_letter_rows,
        round(100.0 * r.dead_letter_rows / nullif(r.source_rows, 0), 3) AS dead_letter_percent,
        coalesce(p.processing AND p.active_since <= clock_timestamp() - s.warmup, false)
-           AS warmed_up
+           AS warmed_up,
+       r.kind
 FROM batch.run AS r
 CROSS JOIN LATERAL (
     SELECT batch.monitor_setting_value('target_source_rows_per_second') AS target_rps,

@@ -24,7 +24,11 @@ SELECT r.batch_id,
        r.je_number_base + r.je_count AS last_je_number,
        encode(r.digest, 'hex') AS digest,
        r.phase_seconds,
-       r.error
+       r.error,
+       r.kind,
+       r.reverses_batch_id,
+       r.reversal_reason,
+       r.reversal_method
 FROM batch.run AS r
 LEFT JOIN LATERAL (
     SELECT count(*) FILTER (WHERE rg.status = 'DONE')    AS ranges_done,

@@ -1,0 +1,228 @@
+-- The checks a period must pass to be closed, one row each, in the order they
+-- are reported: whether it passed, what was expected and found, a detail
+-- document, and what to do when it failed. gl.close_period records them and
+-- refuses the close when one fails; anyone may call this to see where a
+-- period stands (read only).
+--   period_open             the period is OPEN
+--   earlier_periods_closed  every earlier period is closed, the latest sealed
+--   no_active_batch         no batch of the period is unfinished (status not
+--                           COMMITTED or CANCELLED)
+--   subledger_complete      every source row dated in the period has a live
+--                           posting (claimed by a COMMITTED batch and not
+--                           reversed by a COMMITTED reversal) or an open dead
+--                           letter
+--   ledger_balanced         the period's lines: debits = credits in each
+--                           transaction currency, in functional currency per
+--                           currency and in total; every line has its header
+--   ledger_matches_batches  the lines are those of the period's committed
+--                           batches, with the line counts and functional
+--                           totals their ranges recorded as they were validated
+--   dead_letters            no open dead letter of a row dated in the period,
+--                           or they are carried (p_carry_dead_letters): how
+--                           many and how much is recorded
+-- Reads the period's lines once (gl.period_movement), its source rows once.
+CREATE OR REPLACE FUNCTION gl.period_close_checks(
+    p_period              text,
+    p_carry_dead_letters  boolean DEFAULT false)
+RETURNS TABLE (check_name text, passed boolean, expected text, actual text, detail jsonb,
+               hint text)
+LANGUAGE plpgsql
+STABLE
+SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    v_status       text;
+    v_start        date;
+    v_end          date;
+    v_refusal      record;
+    v_active       text;
+    v_first_active bigint;
+    v_unposted     bigint;
+    v_unposted_amt jsonb;
+    v_unbalanced   text;
+    v_headless     bigint;
+    v_totals       jsonb;
+    v_mismatch     text;
+    v_dead_rows    bigint;
+    v_dead_amt     jsonb;
+BEGIN
+    SELECT ap.status, ap.start_date, ap.end_date INTO v_status, v_start, v_end
+      FROM gl.accounting_period AS ap WHERE ap.period = p_period;
+    IF v_start IS NULL THEN
+        v_start := to_date(p_period, 'YYYY-MM');
+        v_end := (v_start + interval '1 month - 1 day')::date;
+    END IF;
+
+    check_name := 'period_open';
+    passed := v_status IS NOT DISTINCT FROM 'OPEN';
+    expected := 'OPEN';
+    actual := coalesce(v_status, 'no such period');
+    detail := '{}';
+    hint := CASE WHEN NOT passed THEN coalesce(gl.period_posting_hint(p_period, v_status), '') END;
+    RETURN NEXT;
+
+    SELECT * INTO v_refusal FROM gl.period_transition_refusal(p_period, 'OPEN', 'CLOSED');
+    check_name := 'earlier_periods_closed';
+    passed := v_refusal.message IS NULL;
+    expected := 'every earlier period closed, the latest with its balances';
+    actual := coalesce(v_refusal.message, 'yes');
+    hint := v_refusal.hint;
+    RETURN NEXT;
+
+    SELECT string_agg(format('batch %s (%s)', r.batch_id, r.status), ', ' ORDER BY r.batch_id),
+           min(r.batch_id)
+      INTO v_active, v_first_active
+      FROM batch.run AS r
+     WHERE r.period = p_period AND r.status NOT IN ('COMMITTED', 'CANCELLED');
+    check_name := 'no_active_batch';
+    passed := v_active IS NULL;
+    expected := 'every batch of the period COMMITTED or CANCELLED';
+    actual := coalesce(v_active, 'none active');
+    hint := CASE WHEN NOT passed THEN
+        format('Finish it with `monthend resume %s` or abandon it with `monthend cancel %s`.',
+               v_first_active, v_first_active) END;
+    RETURN NEXT;
+
+    WITH unposted AS (
+        SELECT s.currency, count(*) AS n, sum(s.amount) AS amount
+        FROM subledger.source_transaction AS s
+        WHERE s.txn_date BETWEEN v_start AND v_end
+          AND NOT EXISTS (
+              SELECT FROM batch.source_claim AS sc
+              JOIN batch.run AS r ON r.batch_id = sc.batch_id AND r.status = 'COMMITTED'
+              WHERE sc.period = p_period AND sc.source_type = s.source_type
+                AND sc.source_id = s.source_id
+                AND NOT EXISTS (
+                    SELECT FROM batch.source_reversal AS sr
+                    JOIN batch.run AS rb ON rb.batch_id = sr.batch_id AND rb.status = 'COMMITTED'
+                    WHERE sr.period = sc.period AND sr.source_type = sc.source_type
+                      AND sr.source_id = sc.source_id AND sr.generation = sc.generation))
+          AND NOT EXISTS (SELECT FROM batch.dead_letter AS d
+                          WHERE d.status = 'OPEN' AND d.source_type = s.source_type
+                            AND d.source_id = s.source_id)
+        GROUP BY s.currency
+    )
+    SELECT coalesce(sum(u.n), 0),
+           coalesce(jsonb_object_agg(coalesce(u.currency, '?'), coalesce(u.amount, 0)::text)
+                        FILTER (WHERE u.n > 0), '{}')
+      INTO v_unposted, v_unposted_amt
+      FROM unposted AS u;
+    check_name := 'subledger_complete';
+    passed := v_unposted = 0;
+    expected := 'every source row dated in the period posted or dead-lettered';
+    actual := CASE WHEN passed THEN 'all posted or dead-lettered'
+                   ELSE format('%s row(s) neither posted nor dead-lettered', v_unposted) END;
+    detail := jsonb_build_object('unposted_rows', v_unposted, 'unposted_amount', v_unposted_amt);
+    hint := CASE WHEN NOT passed THEN
+        format('Post or dead-letter them: `monthend run --period %s`.', p_period) END;
+    RETURN NEXT;
+
+    -- The period's lines, summed once; both ledger checks read this.
+    WITH movement AS MATERIALIZED (
+        SELECT * FROM gl.period_movement(p_period)
+    ), per_currency AS (
+        SELECT m.currency, sum(m.debit) AS debit, sum(m.credit) AS credit,
+               sum(m.functional_debit) AS functional_debit,
+               sum(m.functional_credit) AS functional_credit, sum(m.lines) AS lines
+        FROM movement AS m WHERE m.currency IS NOT NULL GROUP BY m.currency
+    ), per_batch AS (
+        SELECT m.batch_id, sum(m.lines) AS lines, sum(m.functional_debit) AS functional_debit,
+               sum(m.functional_credit) AS functional_credit
+        FROM movement AS m GROUP BY m.batch_id
+    ), recorded AS (
+        SELECT r.batch_id, coalesce(r.line_count, 0) AS lines,
+               coalesce((SELECT sum(rt.functional_debit) FROM batch.range AS rg
+                         JOIN batch.range_total AS rt ON rt.range_id = rg.range_id
+                         WHERE rg.batch_id = r.batch_id), 0) AS functional_debit,
+               coalesce((SELECT sum(rt.functional_credit) FROM batch.range AS rg
+                         JOIN batch.range_total AS rt ON rt.range_id = rg.range_id
+                         WHERE rg.batch_id = r.batch_id), 0) AS functional_credit
+        FROM batch.run AS r WHERE r.period = p_period AND r.status = 'COMMITTED'
+    )
+    SELECT (SELECT string_agg(format('%s: debits %s, credits %s; functional debits %s, '
+                                     'credits %s', c.currency, c.debit, c.credit,
+                                     c.functional_debit, c.functional_credit), '; '
+                              ORDER BY c.currency)
+              FROM per_currency AS c
+             WHERE c.debit <> c.credit OR c.functional_debit <> c.functional_credit),
+           (SELECT coalesce(sum(m.lines), 0) FROM movement AS m WHERE m.currency IS NULL),
+           (SELECT coalesce(jsonb_object_agg(c.currency, jsonb_build_object(
+                       'lines', c.lines, 'debit', c.debit::text, 'credit', c.credit::text,
+                       'functional_debit', c.functional_debit::text,
+                       'functional_credit', c.functional_credit::text)), '{}')
+              FROM per_currency AS c),
+           (SELECT string_agg(CASE WHEN x.batch_id IS NULL
+                                   THEN format('batch %s has lines but is not a committed '
+                                               'batch of the period', b.batch_id)
+                                   ELSE format('batch %s: ledger %s lines, functional %s / %s; '
+                                               'recorded %s lines, %s / %s', x.batch_id,
+                                               coalesce(b.lines, 0),
+                                               coalesce(b.functional_debit, 0),
+                                               coalesce(b.functional_credit, 0), x.lines,
+                                               x.functional_debit, x.functional_credit) END,
+                              '; ' ORDER BY coalesce(x.batch_id, b.batch_id))
+              FROM recorded AS x
+              FULL JOIN per_batch AS b ON b.batch_id = x.batch_id
+             WHERE x.batch_id IS NULL
+                OR coalesce(b.lines, 0) <> x.lines
+                OR coalesce(b.functional_debit, 0) <> x.functional_debit
+                OR coalesce(b.functional_credit, 0) <> x.functional_credit)
+      INTO v_unbalanced, v_headless, v_totals, v_mismatch;
+
+    check_name := 'ledger_balanced';
+    passed := v_unbalanced IS NULL AND v_headless = 0
+              AND (SELECT coalesce(sum((t.value ->> 'functional_debit')::numeric), 0)
+                          = coalesce(sum((t.value ->> 'functional_credit')::numeric), 0)
+                     FROM jsonb_each(v_totals) AS t);
+    expected := 'debits = credits per currency, in functional currency per currency and in '
+                'total; every line with its header';
+    actual := CASE WHEN passed THEN 'balanced'
+                   ELSE concat_ws('; ', v_unbalanced,
+                                  CASE WHEN v_headless > 0
+                                       THEN format('%s line(s) without a header', v_headless) END,
+                                  CASE WHEN v_unbalanced IS NULL AND v_headless = 0
+                                       THEN 'functional total debits <> credits' END) END;
+    detail := jsonb_build_object('per_currency', v_totals);
+    hint := CASE WHEN NOT passed THEN
+        'The ledger does not balance: nothing the run writes does that. Run `monthend verify` '
+        'and `monthend report trial-balance --period ' || p_period || '` and escalate.' END;
+    RETURN NEXT;
+
+    check_name := 'ledger_matches_batches';
+    passed := v_mismatch IS NULL;
+    expected := 'ledger lines = what the committed batches of the period recorded';
+    actual := coalesce(v_mismatch, 'all match');
+    detail := '{}';
+    hint := CASE WHEN NOT passed THEN
+        'The ledger is not what the runs validated. Run `monthend verify` and escalate.' END;
+    RETURN NEXT;
+
+    SELECT coalesce(sum(a.n), 0), coalesce(jsonb_object_agg(a.currency, a.amount::text), '{}')
+      INTO v_dead_rows, v_dead_amt
+      FROM (SELECT coalesce(d.currency, '?') AS currency, coalesce(sum(d.amount), 0) AS amount,
+                   count(*) AS n
+            FROM batch.period_dead_letter AS d WHERE d.period = p_period
+            GROUP BY coalesce(d.currency, '?')) AS a;
+    check_name := 'dead_letters';
+    passed := v_dead_rows = 0 OR p_carry_dead_letters;
+    expected := CASE WHEN p_carry_dead_letters THEN 'open dead letters carried'
+                     ELSE 'no open dead letter dated in the period' END;
+    actual := CASE WHEN v_dead_rows = 0 THEN 'none'
+                   ELSE format('%s open, amounts %s%s', v_dead_rows,
+                               (SELECT string_agg(format('%s %s', t.key, t.value #>> '{}'), ', '
+                                                  ORDER BY t.key)
+                                  FROM jsonb_each(v_dead_amt) AS t),
+                               CASE WHEN p_carry_dead_letters THEN ', carried' ELSE '' END) END;
+    detail := jsonb_build_object('rows', v_dead_rows, 'amount', v_dead_amt,
+                                 'carried', p_carry_dead_letters AND v_dead_rows > 0);
+    hint := CASE WHEN NOT passed THEN
+        format('Fix their causes and run the period again (`monthend dlq list`, `monthend run '
+               '--period %s`), or close with them carried: `monthend period close %s '
+               '--carry-dead-letters`.', p_period, p_period) END;
+    RETURN NEXT;
+END
+$$;
+
+GRANT EXECUTE ON FUNCTION gl.period_close_checks(text, boolean)
+    TO monthend_runner, monthend_auditor;
