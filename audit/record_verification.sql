@@ -14,6 +14,7 @@
 --   checks                 ["check name", ...] the checks that ran
 --   batches_verified       [batch_id, ...]
 --   batches_with_problems  [batch_id, ...]
+--   periods_verified       ["YYYY-MM", ...] the closed periods whose seals were checked
 -- Nothing else is accepted, so the chain holds counts and references, never
 -- free text. Returns the event's sequence number.
 CREATE OR REPLACE FUNCTION audit.record_verification(p_result jsonb)
@@ -35,7 +36,7 @@ BEGIN
     SELECT string_agg(k.key, ', ' ORDER BY k.key) INTO v_bad
       FROM jsonb_object_keys(p_result) AS k (key)
      WHERE k.key NOT IN ('ok', 'head', 'kept_head', 'problems', 'checks', 'batches_verified',
-                         'batches_with_problems');
+                         'batches_with_problems', 'periods_verified');
     IF v_bad IS NOT NULL THEN
         RAISE EXCEPTION 'a verification result has no key(s) %', v_bad
             USING ERRCODE = 'invalid_parameter_value';
@@ -85,6 +86,14 @@ BEGIN
                OR EXISTS (SELECT FROM jsonb_array_elements(p_result -> b.key) AS e (value)
                           WHERE jsonb_typeof(e.value) <> 'number'
                              OR e.value::text !~ '^[0-9]{1,18}$'))
+        UNION ALL
+        SELECT 'periods_verified'
+        WHERE p_result ? 'periods_verified'
+          AND (jsonb_typeof(p_result -> 'periods_verified') <> 'array'
+               OR EXISTS (SELECT FROM jsonb_array_elements(p_result -> 'periods_verified')
+                                      AS e (value)
+                          WHERE jsonb_typeof(e.value) <> 'string'
+                             OR (e.value #>> '{}') !~ '^[0-9]{4}-(0[1-9]|1[0-2])$'))
       ) AS x;
     IF v_bad IS NOT NULL THEN
         RAISE EXCEPTION 'a verification result''s "%" is not of the documented shape', v_bad
@@ -111,7 +120,8 @@ BEGIN
         'problems', coalesce(p_result -> 'problems', '{}'::jsonb),
         'checks', coalesce(p_result -> 'checks', '[]'::jsonb),
         'batches_verified', coalesce(p_result -> 'batches_verified', '[]'::jsonb),
-        'batches_with_problems', coalesce(p_result -> 'batches_with_problems', '[]'::jsonb)));
+        'batches_with_problems', coalesce(p_result -> 'batches_with_problems', '[]'::jsonb),
+        'periods_verified', coalesce(p_result -> 'periods_verified', '[]'::jsonb)));
 END
 $$;
 

@@ -574,6 +574,11 @@ FROM judged
 _ENTRIES_SQL = """
 WITH per_entry AS (
     SELECT h.je_id, h.source_type, h.je_seq, s.txn_type, h.source_amount, s.amount,
+           -- A live entry: not reversing, not reversed. Only a live one must
+           -- carry its source row's amount (a reversed row may be corrected).
+           h.reverses_je_id IS NULL
+               AND NOT EXISTS (SELECT FROM gl.journal_entry_header AS r
+                               WHERE r.reverses_je_id = h.je_id) AS live,
            count(l.je_id) AS lines,
            coalesce(sum(l.debit), 0) AS debit, coalesce(sum(l.credit), 0) AS credit,
            coalesce(sum(l.functional_debit), 0) AS fd,
@@ -584,12 +589,14 @@ WITH per_entry AS (
     LEFT JOIN gl.journal_entry_line AS l
       ON l.je_id = h.je_id AND l.je_date = h.je_date AND l.batch_id = h.batch_id
     WHERE h.period = %(p)s
-    GROUP BY h.je_id, h.source_type, h.je_seq, s.txn_type, h.source_amount, s.amount
+    GROUP BY h.je_id, h.source_type, h.je_seq, s.txn_type, h.source_amount, s.amount,
+             h.reverses_je_id
 )
 SELECT count(*) FILTER (WHERE debit <> credit) AS unbalanced,
        count(*) FILTER (WHERE fd <> fc) AS unbalanced_functional,
        count(*) FILTER (WHERE debit = 0) AS empty,
-       count(*) FILTER (WHERE source_amount IS DISTINCT FROM amount) AS amount_not_source,
+       count(*) FILTER (WHERE live AND source_amount IS DISTINCT FROM amount)
+           AS amount_not_source,
        count(*) FILTER (WHERE lines <> (SELECT count(*) FROM gl.posting_rule AS r
                                         WHERE r.source_type = e.source_type
                                           AND r.txn_type = e.txn_type

@@ -582,7 +582,7 @@ def test_balances_snapshot_equals_the_lines(two_months: dict[str, Any],
 
 
 @pytest.mark.full
-def test_the_seal_covers_batches_and_balances(two_months: dict[str, Any],
+def test_the_seal_covers_batches_and_balances(two_months: dict[str, Any], target: db.Target,
                                               conn: psycopg.Connection) -> None:
     for period in (PERIOD, NEXT):
         conn.execute("CALL gl.close_period(%s, false, 'month-end close')", (period,))
@@ -618,6 +618,13 @@ def test_the_seal_covers_batches_and_balances(two_months: dict[str, Any],
     assert trial_balance(conn, PERIOD) == two_months["trial_balance"][PERIOD]
     problems = conn.execute("SELECT * FROM audit.verify_period(%s)", (PERIOD,)).fetchall()
     assert problems and {p["problem"] for p in problems} == {"BALANCE_DIFFERS"}
+    # monthend verify checks every closed period's seal and names the period.
+    proc = monthend_cli(target, "verify", "--json", "--no-record")
+    assert proc.returncode == 1, proc.stderr
+    document = json.loads(proc.stdout)
+    assert document["periods_verified"] == [PERIOD, NEXT]
+    assert {p["problem"] for p in document["period_problems"][PERIOD]} == {"BALANCE_DIFFERS"}
+    assert document["period_problems"][NEXT] == []
     # A balance row changed: the seal no longer matches.
     tamper(conn, "UPDATE gl.period_balance SET debit = debit + 1, closing = closing + 1 "
                  "WHERE period = %s AND account_code = (SELECT min(account_code) "

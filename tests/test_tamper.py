@@ -143,7 +143,8 @@ def test_clean_database_verifies_as_the_auditor(batch: dict[str, Any], target: d
     code, result = verify_cli(target, "--head-file", str(head_file))
     assert code == 0, result
     assert result["ok"] is True
-    assert result["problem_counts"] == {"chain": 0, "ledger": 0, "batch": 0, "kept_head": 0}
+    assert result["problem_counts"] == {"chain": 0, "ledger": 0, "batch": 0, "period": 0,
+                                        "kept_head": 0}
     assert result["batches_verified"] == [batch["batch_id"]]
     assert result["head"]["seq"] == kept["seq"]
     # The file keeps the head the checks verified.
@@ -171,7 +172,8 @@ def test_verify_text_output_and_exit_codes(batch: dict[str, Any], target: db.Tar
                                            conn: psycopg.Connection, tmp_path: Path) -> None:
     proc = monthend_cli(role_target(target, AUDITOR), "verify", "--no-record")
     assert proc.returncode == 0, proc.stdout + proc.stderr
-    assert proc.stdout.splitlines()[-1].startswith("OK: chain, ledger and 1 batch seal(s)")
+    assert proc.stdout.splitlines()[-1].startswith(
+        "OK: chain, ledger, 1 batch seal(s) and 0 period seal(s) verified")
     assert conn.execute("SELECT count(*) AS n FROM audit.log WHERE event = 'VERIFICATION_RUN'"
                         ).fetchone()["n"] == 0
 
@@ -454,6 +456,7 @@ def test_chain_rewritten_from_genesis(batch: dict[str, Any], target: db.Target,
 
     code, result = verify_cli(target, "--head-file", str(head_file))
     assert code == 1
-    assert result["problem_counts"] == {"chain": 0, "ledger": 0, "batch": 0, "kept_head": 1}
+    assert result["problem_counts"] == {"chain": 0, "ledger": 0, "batch": 0, "period": 0,
+                                        "kept_head": 1}
     assert result["kept_head_problems"] == rows
     assert json.loads(head_file.read_text()) == kept

@@ -118,6 +118,15 @@ SELECT * FROM audit.head();
 -- Every committed batch, for verifying them all.
 SELECT batch_id FROM batch.run WHERE status = 'COMMITTED' ORDER BY batch_id;
 
+-- name: sealed_periods
+-- Every closed period (closed or permanently closed), for verifying their seals.
+SELECT period FROM gl.accounting_period
+WHERE status IN ('CLOSED', 'PERMANENTLY_CLOSED') ORDER BY period;
+
+-- name: verify_period
+-- A closed period's seal and balances against the chain and the ledger.
+SELECT * FROM audit.verify_period(%(period)s);
+
 -- Observability (monthend watch, metrics, health; alerts in the run's monitor):
 -- reads of the views and functions in sql/views/.
 

@@ -33,7 +33,7 @@ from monthend import db, jsonout
 from monthend.errors import ConfigurationError, MonthendError
 
 GENESIS_HASH = "e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855"
-CHECKS = ("verify_chain", "verify_ledger", "verify_batch", "verify_kept_head")
+CHECKS = ("verify_chain", "verify_ledger", "verify_batch", "verify_period", "verify_kept_head")
 _HASH = re.compile(r"^[0-9a-f]{64}$")
 
 
@@ -105,12 +105,17 @@ def run_checks(target: db.Target, batch_id: int | None,
         batches = ([batch_id] if batch_id is not None else
                    [r["batch_id"] for r in db.call(conn, "committed_batches")])
         batch_problems = {b: db.call(conn, "verify_batch", batch_id=b) for b in batches}
+        # The closed periods' seals, on a full verification (not for one batch).
+        periods = ([] if batch_id is not None else
+                   [r["period"] for r in db.call(conn, "sealed_periods")])
+        period_problems = {p: db.call(conn, "verify_period", period=p) for p in periods}
         kept_problems = (db.call(conn, "verify_kept_head", seq=kept.seq, hash=kept.hash)
                          if kept else [])
         head = db.call_one(conn, "audit_head")
         conn.rollback()
     counts = {"chain": len(chain), "ledger": len(ledger),
               "batch": sum(len(p) for p in batch_problems.values()),
+              "period": sum(len(p) for p in period_problems.values()),
               "kept_head": len(kept_problems)}
     return {
         "ok": not any(counts.values()),
@@ -121,6 +126,8 @@ def run_checks(target: db.Target, batch_id: int | None,
         "kept_head_problems": kept_problems,
         "batches_verified": batches,
         "batches_with_problems": [b for b, p in batch_problems.items() if p],
+        "period_problems": period_problems,
+        "periods_verified": periods,
         "head": head,
         "kept_head": kept.as_dict() if kept else None,
     }
@@ -137,6 +144,7 @@ def record(target: db.Target, result: dict[str, Any]) -> int:
         "checks": [c for c in CHECKS if c != "verify_kept_head" or result["kept_head"]],
         "batches_verified": result["batches_verified"],
         "batches_with_problems": result["batches_with_problems"],
+        "periods_verified": result["periods_verified"],
     }
     with db.connect(target) as conn:
         row = db.call_one(conn, "record_verification", result=jsonout.dumps(payload, indent=None))
@@ -191,6 +199,8 @@ def text(result: dict[str, Any]) -> str:
         for p in problems:
             where = f" range {p['range_no']}" if p["range_no"] is not None else ""
             lines.append(f"batch {b}{where}{_je(p)}: {p['problem']}: {p['detail']}")
+    for period, problems in result["period_problems"].items():
+        lines += [f"period {period}: {p['problem']}: {p['detail']}" for p in problems]
     lines += [f"kept head row {p['seq']}: {p['problem']}: {p['detail']}"
               for p in result["kept_head_problems"]]
     head = result["head"]
@@ -198,9 +208,11 @@ def text(result: dict[str, Any]) -> str:
     verdict = "OK" if result["ok"] else "PROBLEMS FOUND"
     kept = ", kept head" if result["kept_head"] else ""
     lines.append(
-        f"{verdict}: chain, ledger{kept} and {len(result['batches_verified'])} batch seal(s) "
-        f"verified; {sum(counts.values())} problem(s) (chain {counts['chain']}, ledger "
-        f"{counts['ledger']}, batches {counts['batch']}, kept head {counts['kept_head']}); "
+        f"{verdict}: chain, ledger{kept}, {len(result['batches_verified'])} batch seal(s) and "
+        f"{len(result['periods_verified'])} period seal(s) verified; "
+        f"{sum(counts.values())} problem(s) (chain {counts['chain']}, ledger "
+        f"{counts['ledger']}, batches {counts['batch']}, periods {counts['period']}, "
+        f"kept head {counts['kept_head']}); "
         f"head {head['seq'] if head else 0} {head['hash'] if head else GENESIS_HASH}")
     if result["head_file"]:
         hf = result["head_file"]
