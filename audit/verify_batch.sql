@@ -379,7 +379,7 @@ BEGIN
                NULL::text AS txn_type,
                audit.canonical_header_text(h.je_id, h.je_number, h.je_date, h.period,
                    h.batch_id, h.source_type, h.source_id, h.je_seq, h.currency, h.fx_rate,
-                   h.description, h.source_amount) AS canonical
+                   h.description, h.source_amount, h.reverses_je_id) AS canonical
         FROM dmg AS d
         JOIN gl.journal_entry_header AS h
           ON h.batch_id = p_batch_id AND h.je_id BETWEEN d.lo_je_id AND d.hi_je_id

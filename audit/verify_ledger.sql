@@ -1,9 +1,10 @@
 -- Checks the ledger as a whole, across every batch and period, for what no
 -- single batch's seal can show:
 --   SOURCE_POSTED_TWICE     a source row's journal entry (source_type,
---                           source_id, je_seq) live more than once: posted
---                           more often than reversed by more than one (or
---                           reversed more often than posted);
+--                           source_id, je_seq) live more than once (a posting
+--                           is live unless a reversing entry of the same
+--                           source row and entry names it), or its reversing
+--                           entries not one for each posting they name;
 --   NUMBER_GAP, NUMBER_DUPLICATE, NUMBER_BEYOND_USED, NUMBER_MALFORMED
 --                           a period's je_numbers are not exactly 1..N, N being
 --                           gl.accounting_period.je_numbers_used;
@@ -32,18 +33,28 @@ BEGIN
     RETURN QUERY
     WITH twice AS (
         -- Plain aggregates only, so this can hash instead of sorting the ledger.
-        -- A reversing entry carries the source row and entry of the one it
-        -- reverses: live postings are postings less reversals.
+        -- A posting is live unless a reversing entry names it (reverses_je_id);
+        -- a source row's entry must be live at most once, and every reversing
+        -- entry must name a posting of the same source row and entry, once.
         SELECT h.source_type, h.source_id, h.je_seq,
                count(*) FILTER (WHERE h.reverses_je_id IS NULL) AS copies,
                count(*) FILTER (WHERE h.reverses_je_id IS NOT NULL) AS reversals,
+               count(*) FILTER (WHERE h.reverses_je_id IS NULL AND r.reverses_je_id IS NULL)
+                   AS live,
                min(h.je_number) AS first_je_number, max(h.je_number) AS je_number,
                min(h.batch_id) AS first_batch_id, max(h.batch_id) AS batch_id,
                max(h.period) AS period
         FROM gl.journal_entry_header AS h
+        LEFT JOIN (SELECT DISTINCT x.reverses_je_id, x.source_type, x.source_id, x.je_seq
+                   FROM gl.journal_entry_header AS x
+                   WHERE x.reverses_je_id IS NOT NULL) AS r
+               ON r.reverses_je_id = h.je_id AND r.source_type = h.source_type
+              AND r.source_id = h.source_id AND r.je_seq = h.je_seq
         GROUP BY h.source_type, h.source_id, h.je_seq
-        HAVING count(*) FILTER (WHERE h.reverses_je_id IS NULL)
-               - count(*) FILTER (WHERE h.reverses_je_id IS NOT NULL) NOT IN (0, 1)
+        HAVING count(*) FILTER (WHERE h.reverses_je_id IS NULL AND r.reverses_je_id IS NULL) > 1
+            OR count(*) FILTER (WHERE h.reverses_je_id IS NULL)
+               - count(*) FILTER (WHERE h.reverses_je_id IS NOT NULL)
+               <> count(*) FILTER (WHERE h.reverses_je_id IS NULL AND r.reverses_je_id IS NULL)
     ), listed AS (
         SELECT t.*, row_number() OVER (PARTITION BY t.period
                                        ORDER BY t.source_type, t.source_id, t.je_seq) AS k,
@@ -54,7 +65,8 @@ BEGIN
            format('%s %s entry %s is posted %s times%s: je_numbers %s to %s, batches %s to %s',
                   l.source_type, l.source_id, l.je_seq, l.copies,
                   CASE WHEN l.reversals > 0
-                       THEN format(' and reversed %s times', l.reversals) ELSE '' END,
+                       THEN format(' and reversed %s times (%s live)', l.reversals, l.live)
+                       ELSE '' END,
                   l.first_je_number, l.je_number, l.first_batch_id, l.batch_id),
            l.je_number
     FROM listed AS l

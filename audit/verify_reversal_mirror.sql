@@ -59,7 +59,8 @@ BEGIN ATOMIC
         FULL JOIN (SELECT rg.range_no, h.*
                    FROM rg JOIN gl.journal_entry_header AS h
                      ON h.batch_id = rg.batch_id
-                    AND h.je_id BETWEEN rg.lo_je_id AND rg.hi_je_id) AS a
+                    AND h.je_id BETWEEN rg.lo_je_id AND rg.hi_je_id
+                   WHERE h.batch_id = p_batch_id) AS a
           ON a.je_id = e.je_id
     ), line_pair AS (
         SELECT coalesce(e.range_no, a.range_no) AS range_no,
@@ -80,7 +81,8 @@ BEGIN ATOMIC
         FULL JOIN (SELECT rg.range_no, l.*
                    FROM rg JOIN gl.journal_entry_line AS l
                      ON l.batch_id = rg.batch_id
-                    AND l.je_id BETWEEN rg.lo_je_id AND rg.hi_je_id) AS a
+                    AND l.je_id BETWEEN rg.lo_je_id AND rg.hi_je_id
+                   WHERE l.batch_id = p_batch_id) AS a
           ON a.je_id = e.je_id AND a.line_no = e.line_no
         CROSS JOIN (SELECT r.reversal_method FROM batch.run AS r
                     WHERE r.batch_id = p_batch_id) AS rb

@@ -54,6 +54,16 @@ BEGIN
        SET je_numbers_used = je_numbers_used + v_run.je_count
      WHERE period = v_run.period;
 
+    -- A reversal's rows dated in a period no longer OPEN cannot be posted
+    -- again there: noted as strays, the next pre-flight dead-letters them
+    -- (PERIOD_CLOSED), so none is left neither posted nor dead-lettered.
+    INSERT INTO subledger.stray_transaction (source_type, source_id)
+    SELECT r.source_type, r.source_id
+    FROM batch.source_reversal AS r
+    JOIN gl.accounting_period AS ap ON ap.period = r.period
+    WHERE r.batch_id = p_batch_id AND ap.status NOT IN ('OPEN', 'FUTURE')
+    ON CONFLICT DO NOTHING;
+
     UPDATE batch.dead_letter AS d
        SET status = 'RESOLVED', resolved_by_batch = p_batch_id
       FROM batch.dead_letter_resolution AS x

@@ -104,8 +104,17 @@ BEGIN
         LEFT JOIN gl.accounting_period AS ap ON s.txn_date BETWEEN ap.start_date AND ap.end_date
         -- A FUTURE period's rows wait for it to open: not strays.
         WHERE ap.status IS DISTINCT FROM 'OPEN' AND ap.status IS DISTINCT FROM 'FUTURE'
+          -- A live posting (not reversed by a committed reversal) accounts
+          -- for the row; a reversed one does not.
           AND NOT EXISTS (SELECT FROM batch.source_claim AS sc
-                          WHERE sc.source_type = s.source_type AND sc.source_id = s.source_id)
+                          WHERE sc.source_type = s.source_type AND sc.source_id = s.source_id
+                            AND NOT EXISTS (
+                                SELECT FROM batch.source_reversal AS sr
+                                JOIN batch.run AS rb
+                                  ON rb.batch_id = sr.batch_id AND rb.status = 'COMMITTED'
+                                WHERE sr.period = sc.period AND sr.source_type = sc.source_type
+                                  AND sr.source_id = sc.source_id
+                                  AND sr.generation = sc.generation))
     ), dead AS (
         INSERT INTO batch.dead_letter (source_type, source_id, batch_id, reason_code, detail,
                                        amount, currency)

@@ -108,11 +108,14 @@ BEGIN
     SELECT (SELECT count(*) FROM claimed), (SELECT coalesce(sum(k.je_count), 0) FROM claimed AS k)
       INTO v_claimed, v_je_count;
 
-    IF v_selected AND v_claimed <> (SELECT count(*) FROM batch.reversal_selection AS s
-                                    WHERE s.batch_id = p_batch_id) THEN
-        RAISE EXCEPTION 'reversal batch %: % of the selected source rows are no longer reversible',
-                        p_batch_id, (SELECT count(*) FROM batch.reversal_selection AS s
-                                     WHERE s.batch_id = p_batch_id) - v_claimed
+    IF v_claimed = 0 OR v_selected AND v_claimed <> (SELECT count(*)
+                                                      FROM batch.reversal_selection AS s
+                                                      WHERE s.batch_id = p_batch_id) THEN
+        RAISE EXCEPTION 'reversal batch %: % of the postings it was started for are no longer reversible',
+                        p_batch_id, CASE WHEN v_selected
+                                         THEN (SELECT count(*) FROM batch.reversal_selection AS s
+                                               WHERE s.batch_id = p_batch_id) - v_claimed
+                                         ELSE 0 END
             USING ERRCODE = 'object_not_in_prerequisite_state',
                   HINT = format('Another reversal took them meanwhile; cancel this one with "monthend cancel %s".',
                                 p_batch_id);

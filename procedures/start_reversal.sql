@@ -67,6 +67,10 @@ BEGIN
     ELSIF cardinality(p_source_types) IS DISTINCT FROM cardinality(p_source_ids) THEN
         RAISE EXCEPTION 'the source types and source ids given are not the same length'
             USING ERRCODE = 'invalid_parameter_value';
+    ELSIF cardinality(p_source_ids) = 0 THEN
+        RAISE EXCEPTION 'no source rows were given'
+            USING ERRCODE = 'invalid_parameter_value',
+                  HINT = 'Give NULL to reverse the whole batch, or the rows to reverse.';
     END IF;
 
     v_period := coalesce(p_period, v_original.period);

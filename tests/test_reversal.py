@@ -245,6 +245,44 @@ def test_a_second_posting_needs_a_committed_reversal(target, conn) -> None:
                      (claim["source_id"],))
 
 
+def test_an_empty_selection_is_refused(target, conn) -> None:
+    generate(target, txns=20, bad="0")
+    original = run(target)
+    with pytest.raises(errors.InvalidParameterValue, match="no source rows were given"):
+        conn.execute("CALL batch.start_reversal(%s, 'OTHER', NULL, 'side', NULL, '{}', '{}', "
+                     "1, 100, 1, NULL)", (original["batch_id"],))
+
+
+def test_reversing_a_closed_period_into_the_next(target, conn) -> None:
+    """The rows of a closed period, reversed into the next one, cannot be posted
+    again there: the next pre-flight dead-letters them PERIOD_CLOSED, so none is
+    left neither posted nor dead-lettered. While the reversal runs, the reversed
+    period is not closed."""
+    generate(target, txns=40, bad="0")
+    original = run(target)
+    conn.execute("CALL gl.close_period(%s, false, 'month-end')", (PERIOD,))
+    generate(target, txns=10, bad="0", period="2025-02")
+    result = reverse(target, original["batch_id"], "--reason", "DUPLICATE", "--period",
+                     "2025-02")
+    assert result["status"] == "COMMITTED"
+    nxt = run(target, "2025-02")
+    dead = conn.execute("SELECT reason_code, count(*) AS n FROM batch.dead_letter "
+                        "WHERE batch_id = %s GROUP BY 1", (nxt["batch_id"],)).fetchall()
+    assert [(d["reason_code"], d["n"]) for d in dead] == \
+        [("PERIOD_CLOSED", original["posted_rows"])]
+    assert monthend_cli(target, "verify").returncode == 0
+
+
+def test_a_period_is_not_closed_under_a_reversal_of_it(target, conn) -> None:
+    generate(target, txns=20, bad="0")
+    original = run(target)
+    generate(target, txns=5, bad="0", period="2025-02")
+    conn.execute("CALL batch.start_reversal(%s, 'OTHER', NULL, 'side', '2025-02', NULL, NULL, "
+                 "1, 100, 1, NULL)", (original["batch_id"],))
+    with pytest.raises(errors.ObjectNotInPrerequisiteState, match="no_active_batch"):
+        conn.execute("CALL gl.close_period(%s, false, 'month-end')", (PERIOD,))
+
+
 def test_a_reversed_row_may_be_corrected_upstream(target, conn, tmp_path: Path) -> None:
     """A posted row is frozen; once its posting is reversed, upstream may correct it
     (or remove a duplicate), and the next run posts what the row now says."""
@@ -387,3 +425,8 @@ def test_verify_batch_catches_a_changed_reversal_line_and_a_moved_link(target, c
     moved = [p for p in problems if p["problem"] == "REVERSAL_LINK_DIFFERS"]
     assert [p["je_number"] for p in moved] == [header["je_number"]]
     assert f"names je_id {header['reverses_je_id'] + 1}" in moved[0]["detail"]
+    # The ledger as a whole: the entry the link left is live again, the one it
+    # points at is named twice.
+    ledger = conn.execute("SELECT problem, detail FROM audit.verify_ledger()").fetchall()
+    assert {p["problem"] for p in ledger} == {"SOURCE_POSTED_TWICE"}
+    assert all("live)" in p["detail"] for p in ledger)

@@ -113,7 +113,8 @@ AS $$
     LEFT JOIN batch.run AS r ON r.batch_id = c.batch_id
     LEFT JOIN (SELECT sr.period, sr.source_type, sr.source_id, sr.generation, sr.batch_id
                FROM batch.source_reversal AS sr
-               JOIN batch.run AS rb ON rb.batch_id = sr.batch_id AND rb.status = 'COMMITTED') AS rv
+               JOIN batch.run AS rb ON rb.batch_id = sr.batch_id AND rb.status = 'COMMITTED'
+               WHERE sr.period = p_period) AS rv
            ON rv.period = c.period AND rv.source_type = c.source_type
           AND rv.source_id = c.source_id AND rv.generation = c.generation
     LEFT JOIN posted AS p

@@ -5,8 +5,8 @@
 -- period stands (read only).
 --   period_open             the period is OPEN
 --   earlier_periods_closed  every earlier period is closed, the latest sealed
---   no_active_batch         no batch of the period is unfinished (status not
---                           COMMITTED or CANCELLED)
+--   no_active_batch         no batch of the period, nor a reversal of one, is
+--                           unfinished (status not COMMITTED or CANCELLED)
 --   subledger_complete      every source row dated in the period has a live
 --                           posting (claimed by a COMMITTED batch and not
 --                           reversed by a COMMITTED reversal) or an open dead
@@ -74,7 +74,11 @@ BEGIN
            min(r.batch_id)
       INTO v_active, v_first_active
       FROM batch.run AS r
-     WHERE r.period = p_period AND r.status NOT IN ('COMMITTED', 'CANCELLED');
+     WHERE r.status NOT IN ('COMMITTED', 'CANCELLED')
+       AND (r.period = p_period
+            -- a reversal (posted elsewhere) of one of the period's batches
+            OR r.reverses_batch_id IN (SELECT o.batch_id FROM batch.run AS o
+                                       WHERE o.period = p_period));
     check_name := 'no_active_batch';
     passed := v_active IS NULL;
     expected := 'every batch of the period COMMITTED or CANCELLED';

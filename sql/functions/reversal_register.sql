@@ -43,6 +43,9 @@ AS $$
         WHERE l.batch_id = h.batch_id AND l.je_id = h.je_id AND l.je_date = h.je_date
     ) AS t
     WHERE h.period = p_period AND h.reverses_je_id IS NOT NULL
+      -- reversing entries are dated inside their period: the month's partitions only
+      AND h.je_date >= to_date(p_period, 'YYYY-MM')
+      AND h.je_date < (to_date(p_period, 'YYYY-MM') + interval '1 month')::date
     ORDER BY h.je_number
 $$;
 
