@@ -203,8 +203,8 @@ BEGIN
             FROM (SELECT h.je_id, 0 AS line_no, true AS is_header,
                          audit.canonical_header_text(h.je_id, h.je_number, h.je_date, h.period,
                              h.batch_id, h.source_type, h.source_id, h.je_seq, h.currency,
-                             h.fx_rate, h.description, h.source_amount, h.reverses_je_id)
-                             AS canonical
+                             h.fx_rate, h.description, h.source_amount, h.reverses_je_id,
+                             h.source_date) AS canonical
                   FROM gl.journal_entry_header AS h
                   WHERE h.batch_id = p_batch_id AND h.je_id BETWEEN b.lo_je_id AND b.hi_je_id
                   UNION ALL
@@ -342,8 +342,8 @@ BEGIN
     --    which makes the rebuild the sealed content itself.
     RETURN QUERY
     WITH dmg AS (
-        SELECT rg.range_no, rg.source_type, rg.lo_source_id, rg.hi_source_id,
-               v_run.je_id_base + rg.je_offset AS lo_je_id,
+        SELECT rg.range_id, rg.range_no, rg.claim_period, rg.source_type, rg.lo_source_id,
+               rg.hi_source_id, v_run.je_id_base + rg.je_offset AS lo_je_id,
                v_run.je_id_base + rg.je_offset + rg.je_count - 1 AS hi_je_id,
                (SELECT decode(x ->> 'digest', 'hex')
                   FROM jsonb_array_elements(coalesce(v_seal -> 'ranges', '[]'::jsonb)) AS x
@@ -358,14 +358,16 @@ BEGIN
             -- OFFSET 0 keeps this a subquery of its own, so the range's bounds
             -- reach below the view's window as filters instead of becoming a
             -- join over every source row.
-            SELECT l.source_type, l.source_id, l.txn_type, l.je_date AS txn_date, l.currency,
+            SELECT l.source_type, l.source_id, l.txn_type, l.je_date AS txn_date,
+                   l.source_date, l.currency,
                    l.source_amount AS amount, l.fx_rate, l.je_seq, l.line_no, l.account_code,
                    l.side, l.debit, l.credit, l.functional_debit, l.functional_credit,
                    l.description, l.template_lines, l.is_first_line, l.je_id,
                    gl.format_je_number(v_run.period, l.je_no) AS je_number
-            FROM batch.range_journal_line(p_batch_id, v_run.period, d.source_type,
-                                          d.lo_source_id, d.hi_source_id, v_run.je_id_base,
-                                          v_run.je_number_base) AS l
+            FROM batch.range_journal_line(p_batch_id, v_run.period, d.claim_period,
+                                          d.source_type, d.lo_source_id, d.hi_source_id,
+                                          v_run.je_id_base, v_run.je_number_base,
+                                          batch.range_late_source_ids(d.range_id)) AS l
             OFFSET 0
         ) AS e
     ), side_by_side AS MATERIALIZED (
@@ -379,7 +381,8 @@ BEGIN
                NULL::text AS txn_type,
                audit.canonical_header_text(h.je_id, h.je_number, h.je_date, h.period,
                    h.batch_id, h.source_type, h.source_id, h.je_seq, h.currency, h.fx_rate,
-                   h.description, h.source_amount, h.reverses_je_id) AS canonical
+                   h.description, h.source_amount, h.reverses_je_id, h.source_date)
+                   AS canonical
         FROM dmg AS d
         JOIN gl.journal_entry_header AS h
           ON h.batch_id = p_batch_id AND h.je_id BETWEEN d.lo_je_id AND d.hi_je_id
@@ -401,7 +404,7 @@ BEGIN
                b.txn_type,
                audit.canonical_header_text(b.je_id, b.je_number, b.txn_date, v_run.period,
                    p_batch_id, b.source_type, b.source_id, b.je_seq, b.currency, b.fx_rate,
-                   b.description, b.amount)
+                   b.description, b.amount, NULL, b.source_date)
         FROM base AS b
         WHERE b.is_first_line
         UNION ALL

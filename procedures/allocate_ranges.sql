@@ -1,5 +1,6 @@
 -- Phase 2, sequence allocation. Takes a PREFLIGHTED batch. Splits its claimed
--- rows (a reversal's: the postings it reverses) into ranges of range_size rows (per source type, in source_id order),
+-- rows (a reversal's: the postings it reverses) into ranges of range_size
+-- rows (per claims partition and source type, in source_id order),
 -- reserves one block of je_id for the whole batch from gl.je_id_allocator,
 -- and gives each range the sub-block that its rows' je_offsets span. Numbers
 -- follow from the claims alone, so a range re-run after a crash numbers its
@@ -40,37 +41,42 @@ BEGIN
     -- reads them in key order from the primary key and groups the buckets by
     -- hashing, where it otherwise sorted every claim twice (two external
     -- sorts of 330 MB and 411 MB at 10M rows).
-    -- A run's claims are the period's partition of batch.source_claim; a
-    -- reversal's are its rows in batch.source_reversal. Ranges are cut the same
-    -- way from either.
+    -- A run's claims are the period's partition of batch.source_claim (and,
+    -- for the late rows it posts, the partitions of their own periods, listed
+    -- in late_periods); a reversal's are its rows in batch.source_reversal.
+    -- Ranges are cut the same way from either, per claims partition and
+    -- source type, and numbered in je_offset order (the order pre-flight gave
+    -- the claims their entries in).
     v_claims := CASE v_run.kind WHEN 'REVERSAL' THEN 'source_reversal'
                                 ELSE 'source_claim_' || replace(v_run.period, '-', '_') END;
     EXECUTE format('ANALYZE batch.%I', v_claims);
     ANALYZE gl.currency, gl.fx_rate, gl.posting_rule, gl.journal_template, gl.setting;
 
     EXECUTE format($q$
-    INSERT INTO batch.range (batch_id, range_no, source_type, lo_source_id, hi_source_id,
-                             row_count, je_offset, je_count)
+    INSERT INTO batch.range (batch_id, range_no, claim_period, source_type, lo_source_id,
+                             hi_source_id, row_count, je_offset, je_count)
     SELECT $1,
-           row_number() OVER (ORDER BY b.source_type, b.bucket),
-           b.source_type, b.lo_source_id, b.hi_source_id, b.row_count, b.je_offset,
-           coalesce(lead(b.je_offset) OVER (ORDER BY b.source_type, b.bucket),
-                    $2) - b.je_offset
+           row_number() OVER (ORDER BY b.je_offset),
+           b.claim_period, b.source_type, b.lo_source_id, b.hi_source_id, b.row_count,
+           b.je_offset,
+           coalesce(lead(b.je_offset) OVER (ORDER BY b.je_offset), $2) - b.je_offset
     FROM (
-        SELECT c.source_type, c.bucket, min(c.source_id) AS lo_source_id,
+        SELECT c.claim_period, c.source_type, c.bucket, min(c.source_id) AS lo_source_id,
                max(c.source_id) AS hi_source_id, count(*) AS row_count,
                min(c.je_offset) AS je_offset
         FROM (
-            SELECT sc.source_type, sc.source_id, sc.je_offset,
-                   (row_number() OVER (PARTITION BY sc.source_type ORDER BY sc.source_id) - 1)
-                   / $3 AS bucket
-            FROM batch.%I AS sc
-            WHERE sc.batch_id = $1
+            SELECT %2$s AS claim_period, sc.source_type, sc.source_id, sc.je_offset,
+                   (row_number() OVER (PARTITION BY %2$s, sc.source_type
+                                       ORDER BY sc.source_id) - 1) / $3 AS bucket
+            FROM batch.%1$I AS sc
+            WHERE sc.batch_id = $1 %3$s
         ) AS c
-        GROUP BY c.source_type, c.bucket
+        GROUP BY c.claim_period, c.source_type, c.bucket
     ) AS b
-    $q$, v_claims)
-    USING p_batch_id, v_run.je_count, v_run.range_size;
+    $q$, CASE v_run.kind WHEN 'REVERSAL' THEN 'source_reversal' ELSE 'source_claim' END,
+         CASE v_run.kind WHEN 'REVERSAL' THEN 'NULL::text' ELSE 'sc.period' END,
+         CASE v_run.kind WHEN 'REVERSAL' THEN '' ELSE 'AND sc.period = ANY ($4)' END)
+    USING p_batch_id, v_run.je_count, v_run.range_size, v_run.period || v_run.late_periods;
     GET DIAGNOSTICS v_ranges = ROW_COUNT;
 
     SELECT coalesce(sum(r.row_count), 0), coalesce(sum(r.je_count), 0) INTO v_rows, v_jes

@@ -26,7 +26,20 @@ BEGIN
                    'stage_journal_entry_header_' || p_batch_id,
                    'stage_journal_entry_line_' || p_batch_id);
 
-    DELETE FROM batch.source_claim AS c WHERE c.period = v_run.period AND c.batch_id = p_batch_id;
+    -- Late rows it took (claimed, or dead-lettered again) are noted again:
+    -- the next run of the first open period after theirs takes them.
+    INSERT INTO subledger.stray_transaction (source_type, source_id)
+    SELECT c.source_type, c.source_id FROM batch.source_claim AS c
+     WHERE c.period = ANY (v_run.late_periods) AND c.batch_id = p_batch_id
+    UNION
+    SELECT d.source_type, d.source_id FROM batch.dead_letter AS d
+      JOIN subledger.source_transaction AS s
+        ON s.source_type = d.source_type AND s.source_id = d.source_id
+     WHERE d.batch_id = p_batch_id AND cardinality(v_run.late_periods) > 0
+       AND to_char(s.txn_date, 'YYYY-MM') = ANY (v_run.late_periods)
+    ON CONFLICT DO NOTHING;
+    DELETE FROM batch.source_claim AS c
+     WHERE c.period = ANY (v_run.period || v_run.late_periods) AND c.batch_id = p_batch_id;
     GET DIAGNOSTICS v_released = ROW_COUNT;
     -- A reversal's postings are released the same way: they stay posted.
     DELETE FROM batch.source_reversal AS r WHERE r.batch_id = p_batch_id;

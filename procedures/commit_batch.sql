@@ -56,7 +56,9 @@ BEGIN
 
     -- A reversal's rows dated in a period no longer OPEN cannot be posted
     -- again there: noted as strays, the next pre-flight dead-letters them
-    -- (PERIOD_CLOSED), so none is left neither posted nor dead-lettered.
+    -- (PERIOD_CLOSED) or, under late_row_policy NEXT_OPEN_PERIOD, the first
+    -- open period after theirs posts them; none is left neither posted nor
+    -- dead-lettered.
     INSERT INTO subledger.stray_transaction (source_type, source_id)
     SELECT r.source_type, r.source_id
     FROM batch.source_reversal AS r

@@ -8,7 +8,13 @@
 -- a good row is claimed for the batch (batch.source_claim) with the offset of
 -- its first journal entry, and control totals of the whole set are recorded.
 -- Rows noted as strays (dated where no open period takes them) are
--- dead-lettered too. Leaves the batch PREFLIGHTED.
+-- dead-lettered too, except, under gl.setting.late_row_policy
+-- NEXT_OPEN_PERIOD, rows dated in a closed period: those wait for the first
+-- open period after their own, and its run takes them with its own rows
+-- (late rows: the noted strays and the open dead letters of such a period).
+-- A late row is claimed in its own period's partition (the claim keys hold
+-- whichever period posts it); its entries come after the period's own.
+-- Leaves the batch PREFLIGHTED.
 CREATE OR REPLACE PROCEDURE batch.preflight(p_batch_id bigint)
 LANGUAGE plpgsql
 SECURITY DEFINER
@@ -34,6 +40,11 @@ DECLARE
     v_reasons        jsonb;
     v_risky_premium  bigint[];
     v_risky_claim    bigint[];
+    v_policy         text;
+    v_claim_periods  text[];
+    v_claim_period   text;
+    v_offset_base    bigint := 0;
+    v_period_claims  bigint;
 BEGIN
     SELECT r.period, r.status, r.kind INTO v_period, v_status, v_kind
       FROM batch.run AS r WHERE r.batch_id = p_batch_id FOR UPDATE;
@@ -92,9 +103,56 @@ BEGIN
         RETURN;
     END IF;
 
-    -- Strays: dead-letter the noted rows that still have no open period.
+    -- Late rows this run takes: noted strays and open dead letters dated in a
+    -- closed period whose first open successor is this one. Their periods
+    -- are locked too (after this one's: a closed period's lock is otherwise
+    -- taken only by its own transitions and by reversals of its batches,
+    -- which lock in period order from it), so upstream changes to them wait.
+    SELECT st.late_row_policy INTO v_policy FROM gl.setting AS st;
+    PERFORM 'PRAGMA:TABLE: preflight_late_row (source_type text, source_id bigint, '
+            'claim_period text)';
+    CREATE TEMPORARY TABLE preflight_late_row ON COMMIT DROP AS
+    SELECT DISTINCT s.source_type, s.source_id, ap.period AS claim_period
+    FROM (SELECT st.source_type, st.source_id FROM subledger.stray_transaction AS st
+          UNION
+          SELECT d.source_type, d.source_id FROM batch.dead_letter AS d
+          WHERE d.status = 'OPEN') AS w
+    JOIN subledger.source_transaction AS s
+      ON s.source_type = w.source_type AND s.source_id = w.source_id
+    JOIN gl.accounting_period AS ap ON s.txn_date BETWEEN ap.start_date AND ap.end_date
+    WHERE v_policy = 'NEXT_OPEN_PERIOD'
+      AND ap.status IN ('CLOSED', 'PERMANENTLY_CLOSED') AND ap.period < v_period
+      AND NOT EXISTS (SELECT FROM gl.accounting_period AS o
+                      WHERE o.status = 'OPEN' AND o.period > ap.period AND o.period < v_period)
+      AND NOT EXISTS (SELECT FROM batch.source_claim AS sc
+                      WHERE sc.period = ap.period AND sc.source_type = s.source_type
+                        AND sc.source_id = s.source_id
+                        AND NOT EXISTS (
+                            SELECT FROM batch.source_reversal AS sr
+                            JOIN batch.run AS rb
+                              ON rb.batch_id = sr.batch_id AND rb.status = 'COMMITTED'
+                            WHERE sr.period = sc.period AND sr.source_type = sc.source_type
+                              AND sr.source_id = sc.source_id
+                              AND sr.generation = sc.generation));
+    SELECT v_period || coalesce(array_agg(x.claim_period ORDER BY x.claim_period), '{}')
+      INTO v_claim_periods
+      FROM (SELECT DISTINCT l.claim_period FROM preflight_late_row AS l) AS x;
+    PERFORM pg_advisory_xact_lock(batch.period_lock_key(p.period))
+       FROM unnest(v_claim_periods[2:]) AS p (period);
+    DELETE FROM subledger.stray_transaction AS st
+     USING preflight_late_row AS l
+     WHERE st.source_type = l.source_type AND st.source_id = l.source_id;
+
+    -- Strays: dead-letter the noted rows that still have no open period (a
+    -- closed period's wait for the next open one under NEXT_OPEN_PERIOD).
     WITH swept AS (
         DELETE FROM subledger.stray_transaction AS st
+        WHERE v_policy = 'DEAD_LETTER'
+           OR NOT EXISTS (SELECT FROM subledger.source_transaction AS s
+                          JOIN gl.accounting_period AS ap
+                            ON s.txn_date BETWEEN ap.start_date AND ap.end_date
+                          WHERE s.source_type = st.source_type AND s.source_id = st.source_id
+                            AND ap.status IN ('CLOSED', 'PERMANENTLY_CLOSED'))
         RETURNING st.source_type, st.source_id
     ), stray AS (
         SELECT s.source_type, s.source_id, s.amount, s.currency, s.txn_date, ap.status AS period_status
@@ -144,14 +202,16 @@ BEGIN
     )
     SELECT coalesce(sum(t.source_rows), 0)::bigint INTO v_stray_dead FROM totals AS t;
 
-    -- The period's unposted rows, read once (one snapshot) and classified.
+    -- The period's unposted rows and the late rows, read once (one snapshot)
+    -- and classified.
     -- Everything below works from this set, so the control totals, the dead
     -- letters and the claims describe exactly the same rows.
     -- Shape of the scratch table below, for plpgsql_check (a no-op at run time).
     PERFORM 'PRAGMA:TABLE: preflight_candidate (source_type text, source_id bigint, '
             'policy_id bigint, txn_type text, amount numeric, currency char(3), '
             'line_of_business text, minor_units integer, known_lob boolean, '
-            'template_count integer, fx_rate numeric, generation integer, reason text)';
+            'template_count integer, fx_rate numeric, claim_period text, '
+            'generation integer, reason text)';
     CREATE TEMPORARY TABLE preflight_candidate ON COMMIT DROP AS
     SELECT k.*, coalesce(g.generation, 0) AS generation,
            CASE WHEN k.policy_id IS NULL THEN 'POLICY_MISSING'
@@ -170,34 +230,51 @@ BEGIN
                lob.code IS NOT NULL AS known_lob,
                tt.template_count,
                coalesce(fx.rate, CASE WHEN s.currency = st.functional_currency
-                                      THEN 1::numeric END) AS fx_rate
-        FROM subledger.source_transaction AS s
+                                      THEN 1::numeric END) AS fx_rate,
+               s.claim_period
+        FROM (
+            SELECT s.*, v_period AS claim_period
+            FROM subledger.source_transaction AS s
+            WHERE s.txn_date BETWEEN v_start AND v_end
+              -- Unposted: never claimed, or every posting reversed by a
+              -- committed reversal (then it is posted again, one generation on).
+              AND NOT EXISTS (SELECT FROM batch.source_claim AS sc
+                              WHERE sc.period = v_period AND sc.source_type = s.source_type
+                                AND sc.source_id = s.source_id
+                                AND NOT EXISTS (
+                                    SELECT FROM batch.source_reversal AS sr
+                                    JOIN batch.run AS rb
+                                      ON rb.batch_id = sr.batch_id AND rb.status = 'COMMITTED'
+                                    WHERE sr.period = sc.period
+                                      AND sr.source_type = sc.source_type
+                                      AND sr.source_id = sc.source_id
+                                      AND sr.generation = sc.generation))
+            UNION ALL
+            -- Still dated in the period it was found in.
+            SELECT s.*, l.claim_period
+            FROM preflight_late_row AS l
+            JOIN subledger.source_transaction AS s
+              ON s.source_type = l.source_type AND s.source_id = l.source_id
+            JOIN gl.accounting_period AS ap
+              ON ap.period = l.claim_period AND s.txn_date BETWEEN ap.start_date AND ap.end_date
+        ) AS s
         CROSS JOIN gl.setting AS st
         LEFT JOIN gl.currency AS c ON c.code = s.currency
         LEFT JOIN gl.line_of_business AS lob ON lob.code = s.line_of_business
         LEFT JOIN (SELECT DISTINCT t.source_type, t.txn_type, t.template_count
                    FROM gl.journal_template_index AS t) AS tt
                ON tt.source_type = s.source_type AND tt.txn_type = s.txn_type
-        LEFT JOIN gl.fx_rate AS fx ON fx.period = v_period AND fx.currency = s.currency
-        WHERE s.txn_date BETWEEN v_start AND v_end
-          -- Unposted: never claimed, or every posting reversed by a committed
-          -- reversal (then it is posted again, one generation on).
-          AND NOT EXISTS (SELECT FROM batch.source_claim AS sc
-                          WHERE sc.period = v_period AND sc.source_type = s.source_type
-                            AND sc.source_id = s.source_id
-                            AND NOT EXISTS (
-                                SELECT FROM batch.source_reversal AS sr
-                                JOIN batch.run AS rb
-                                  ON rb.batch_id = sr.batch_id AND rb.status = 'COMMITTED'
-                                WHERE sr.period = sc.period AND sr.source_type = sc.source_type
-                                  AND sr.source_id = sc.source_id
-                                  AND sr.generation = sc.generation))
+        -- A row's FX rate is its own period's (the rounding rule's), a late
+        -- row's included.
+        LEFT JOIN gl.fx_rate AS fx ON fx.period = s.claim_period AND fx.currency = s.currency
     ) AS k
-    LEFT JOIN (SELECT sr.source_type, sr.source_id, max(sr.generation) + 1 AS generation
+    LEFT JOIN (SELECT sr.period, sr.source_type, sr.source_id,
+                      max(sr.generation) + 1 AS generation
                FROM batch.source_reversal AS sr
-               WHERE sr.period = v_period
-               GROUP BY sr.source_type, sr.source_id) AS g
-           ON g.source_type = k.source_type AND g.source_id = k.source_id;
+               WHERE sr.period = ANY (v_claim_periods)
+               GROUP BY sr.period, sr.source_type, sr.source_id) AS g
+           ON g.period = k.claim_period AND g.source_type = k.source_type
+          AND g.source_id = k.source_id;
     -- A temporary table has no statistics until analyzed: planned as a few
     -- hundred rows, the join to the open dead letters below became a nested
     -- loop over every dead letter for every candidate (3.4 s for 100k rows
@@ -240,7 +317,9 @@ BEGIN
       JOIN bound AS b
         ON b.source_type = k.source_type AND b.txn_type = k.txn_type
        AND b.currency = k.currency
-     WHERE k.reason IS NULL AND k.amount < b.below;
+     -- A late row's rate is its own period's, not the one the bound was
+     -- computed with: late rows (few) are always checked exactly.
+     WHERE k.reason IS NULL AND (k.amount < b.below OR k.claim_period <> v_period);
 
     UPDATE preflight_candidate AS k
        SET reason = 'BALANCING_NEGATIVE'
@@ -273,7 +352,7 @@ BEGIN
                    THEN format('no posting rules for %s transaction type %s',
                                f.source_type, coalesce(f.txn_type, 'NULL'))
                WHEN 'FX_RATE_MISSING'
-                   THEN format('no FX rate for %s in period %s', f.currency, v_period)
+                   THEN format('no FX rate for %s in period %s', f.currency, f.claim_period)
                WHEN 'BALANCING_NEGATIVE'
                    THEN format('amount %s %s gives a negative balancing line under the '
                                '%s rules', f.amount, f.currency, f.txn_type)
@@ -283,20 +362,34 @@ BEGIN
     WHERE f.reason IS NOT NULL;
     GET DIAGNOSTICS v_dead = ROW_COUNT;
 
-    -- Straight into the period's partition (no tuple routing per row), in
+    -- Straight into each claims partition (no tuple routing per row), in
     -- primary-key order (each index insert lands on the rightmost leaf); a
     -- ROWS frame, since (source_type, source_id) has no peers to look for.
-    EXECUTE format($q$
-        INSERT INTO batch.%I (period, source_type, source_id, generation, batch_id, je_offset)
-        SELECT $1, f.source_type, f.source_id, f.generation, $2,
-               sum(f.template_count) OVER (ORDER BY f.source_type, f.source_id
-                                           ROWS UNBOUNDED PRECEDING) - f.template_count
-        FROM preflight_candidate AS f
-        WHERE f.reason IS NULL
-        ORDER BY f.source_type, f.source_id
-        $q$, 'source_claim_' || replace(v_period, '-', '_'))
-    USING v_period, p_batch_id;
-    GET DIAGNOSTICS v_claimed = ROW_COUNT;
+    -- The period's own rows take the first entries, then the late rows of
+    -- each earlier period in period order (one more pass, only when there
+    -- are late rows).
+    v_claimed := 0;
+    FOREACH v_claim_period IN ARRAY v_claim_periods LOOP
+        EXECUTE format($q$
+            INSERT INTO batch.%I (period, source_type, source_id, generation, batch_id,
+                                  je_offset)
+            SELECT $1, f.source_type, f.source_id, f.generation, $2,
+                   $3 + sum(f.template_count) OVER (ORDER BY f.source_type, f.source_id
+                                                    ROWS UNBOUNDED PRECEDING)
+                      - f.template_count
+            FROM preflight_candidate AS f
+            WHERE f.reason IS NULL AND f.claim_period = $1
+            ORDER BY f.source_type, f.source_id
+            $q$, 'source_claim_' || replace(v_claim_period, '-', '_'))
+        USING v_claim_period, p_batch_id, v_offset_base;
+        GET DIAGNOSTICS v_period_claims = ROW_COUNT;
+        v_claimed := v_claimed + v_period_claims;
+        IF v_claim_period <> v_claim_periods[cardinality(v_claim_periods)] THEN
+            SELECT v_offset_base + coalesce(sum(f.template_count), 0) INTO v_offset_base
+              FROM preflight_candidate AS f
+             WHERE f.reason IS NULL AND f.claim_period = v_claim_period;
+        END IF;
+    END LOOP;
 
     -- Open dead letters of rows now claimed: the commit resolves these.
     INSERT INTO batch.dead_letter_resolution (batch_id, dead_letter_id)
@@ -339,13 +432,18 @@ BEGIN
            source_rows = (SELECT coalesce(sum(ct.source_rows), 0) FROM batch.control_total AS ct
                            WHERE ct.batch_id = p_batch_id),
            je_count = v_je_count,
-           je_number_base = v_numbers_used
+           je_number_base = v_numbers_used,
+           late_periods = v_claim_periods[2:]
      WHERE r.batch_id = p_batch_id;
     PERFORM batch.record_phase_time(p_batch_id, 'preflight', v_started);
 
     PERFORM batch.log_event(p_batch_id, 'PREFLIGHT_DONE',
-        format('pre-flight: %s rows claimed, %s dead-lettered', v_claimed, v_dead + v_stray_dead),
-        jsonb_build_object('claimed', v_claimed, 'dead_letters', v_reasons));
+        format('pre-flight: %s rows claimed, %s dead-lettered', v_claimed, v_dead + v_stray_dead)
+        || CASE WHEN cardinality(v_claim_periods) > 1
+                THEN format('; late rows of %s among them',
+                            array_to_string(v_claim_periods[2:], ', ')) ELSE '' END,
+        jsonb_build_object('claimed', v_claimed, 'dead_letters', v_reasons,
+                           'late_periods', to_jsonb(v_claim_periods[2:])));
     PERFORM audit.append('PREFLIGHT_RESULT', jsonb_build_object(
         'batch_id', p_batch_id, 'passed', true, 'claimed', v_claimed,
         'dead_letters', v_reasons));

@@ -74,7 +74,8 @@ BEGIN
                coalesce(lead(c.je_offset) OVER (ORDER BY c.je_offset), v_original.je_count)
                    - c.je_offset AS je_count
         FROM batch.source_claim AS c
-        WHERE c.period = v_original.period AND c.batch_id = v_original.batch_id
+        WHERE c.period = ANY (v_original.period || v_original.late_periods)
+          AND c.batch_id = v_original.batch_id
     ), chosen AS (
         SELECT p.*
         FROM posting AS p

@@ -45,6 +45,7 @@ DECLARE
     v_digest         bytea;
     v_src_rows       bigint;
     v_src_amount     numeric;
+    v_late_ids       bigint[];
 BEGIN
     SELECT * INTO v_range FROM batch.range AS rg WHERE rg.range_id = p_range_id FOR UPDATE;
     IF NOT FOUND THEN
@@ -66,27 +67,28 @@ BEGIN
         CALL batch.process_reversal_range(p_range_id);
         RETURN;
     END IF;
+    v_late_ids := batch.range_late_source_ids(p_range_id);
 
     EXECUTE format($q$
         WITH line AS MATERIALIZED (
-            SELECT l.source_id, l.je_date, l.currency, l.source_amount, l.fx_rate, l.je_seq,
-                   l.je_index, l.line_no, l.account_code, l.debit, l.credit,
-                   l.functional_debit, l.functional_credit, l.description, l.is_first_line,
-                   l.je_id, l.je_no
-            FROM batch.range_journal_line($7, $3, $4, $5, $6, $1, $2) AS l
+            SELECT l.source_id, l.je_date, l.source_date, l.currency, l.source_amount,
+                   l.fx_rate, l.je_seq, l.je_index, l.line_no, l.account_code, l.debit,
+                   l.credit, l.functional_debit, l.functional_credit, l.description,
+                   l.is_first_line, l.je_id, l.je_no
+            FROM batch.range_journal_line($7, $3, $9, $4, $5, $6, $1, $2, $10) AS l
         ), header AS (
             INSERT INTO batch.%1$I (je_id, je_number, je_date, period, batch_id, source_type,
                                     source_id, je_seq, currency, fx_rate, description,
-                                    source_amount)
+                                    source_amount, source_date)
             SELECT l.je_id, gl.format_je_number($3, l.je_no), l.je_date, $3, $7,
                    $4, l.source_id, l.je_seq, l.currency, l.fx_rate, l.description,
-                   l.source_amount
+                   l.source_amount, l.source_date
             FROM line AS l
             WHERE l.is_first_line
             RETURNING je_id, source_amount, je_seq, je_number,
                       audit.canonical_header_text(je_id, je_number, je_date, period, batch_id,
                           source_type, source_id, je_seq, currency, fx_rate, description,
-                          source_amount) AS canonical
+                          source_amount, reverses_je_id, source_date) AS canonical
         ), detail AS (
             INSERT INTO batch.%2$I (je_id, je_date, line_no, account_code, debit, credit,
                                     functional_debit, functional_credit, batch_id)
@@ -141,7 +143,8 @@ BEGIN
     INTO v_headers, v_lines, v_unbalanced, v_sources, v_source_amount, v_min_no, v_max_no,
          v_distinct_no, v_digest
     USING v_run.je_id_base, v_run.je_number_base, v_run.period, v_range.source_type,
-          v_range.lo_source_id, v_range.hi_source_id, v_run.batch_id, p_range_id;
+          v_range.lo_source_id, v_range.hi_source_id, v_run.batch_id, p_range_id,
+          v_range.claim_period, v_late_ids;
 
     -- Control total read straight from the source table, independently of the
     -- generation above.
@@ -149,11 +152,12 @@ BEGIN
       FROM batch.source_claim AS c
       JOIN subledger.source_transaction AS s
         ON s.source_type = c.source_type AND s.source_id = c.source_id
-     WHERE c.period = v_run.period AND c.source_type = v_range.source_type
+     WHERE c.period = v_range.claim_period AND c.source_type = v_range.source_type
        AND c.batch_id = v_run.batch_id
        AND c.source_id BETWEEN v_range.lo_source_id AND v_range.hi_source_id
        AND s.source_type = v_range.source_type
-       AND s.source_id BETWEEN v_range.lo_source_id AND v_range.hi_source_id;
+       AND s.source_id BETWEEN v_range.lo_source_id AND v_range.hi_source_id
+       AND (v_late_ids IS NULL OR s.source_id = ANY (v_late_ids));
 
     CALL batch.complete_range(p_range_id, v_headers, v_lines, v_unbalanced, v_sources,
                               v_source_amount, v_min_no, v_max_no, v_distinct_no, v_digest,

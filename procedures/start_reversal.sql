@@ -102,7 +102,8 @@ BEGIN
                    CASE WHEN rb.batch_id IS NOT NULL THEN sr.batch_id END AS reversed_by
             FROM given AS g
             LEFT JOIN batch.source_claim AS c
-              ON c.period = v_original.period AND c.source_type = g.source_type
+              ON c.period = ANY (v_original.period || v_original.late_periods)
+             AND c.source_type = g.source_type
              AND c.source_id = g.source_id AND c.batch_id = p_reverses_batch_id
             LEFT JOIN batch.source_reversal AS sr
               ON sr.period = c.period AND sr.source_type = c.source_type
@@ -138,7 +139,8 @@ BEGIN
     ELSE
         SELECT count(*) INTO v_left
           FROM batch.source_claim AS c
-         WHERE c.period = v_original.period AND c.batch_id = p_reverses_batch_id
+         WHERE c.period = ANY (v_original.period || v_original.late_periods)
+           AND c.batch_id = p_reverses_batch_id
            AND NOT EXISTS (SELECT FROM batch.source_reversal AS sr
                            JOIN batch.run AS rb ON rb.batch_id = sr.batch_id
                            WHERE sr.period = c.period AND sr.source_type = c.source_type

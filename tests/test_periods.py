@@ -699,10 +699,12 @@ def test_lock_in_order_and_nothing_changes_a_locked_period(conn: psycopg.Connect
 # --------------------------------------------------------------------------- late rows, runs
 
 
-def insert_premium(conn: psycopg.Connection, txn_id: int, date: str) -> None:
+def insert_premium(conn: psycopg.Connection, txn_id: int, date: str, amount: str = "100.00",
+                   currency: str = "USD", line_of_business: str = "HOME") -> None:
     conn.execute("INSERT INTO subledger.premium_transaction (txn_id, policy_id, payment_date, "
                  "txn_type, line_of_business, amount, currency) "
-                 "VALUES (%s, 7, %s, 'RENEWAL', 'HOME', 100.00, 'USD')", (txn_id, date))
+                 "VALUES (%s, 7, %s, 'RENEWAL', %s, %s, %s)",
+                 (txn_id, date, line_of_business, Decimal(amount), currency))
 
 
 @pytest.mark.full
@@ -710,8 +712,8 @@ def test_late_rows_are_dead_lettered_period_closed(target: db.Target,
                                                    conn: psycopg.Connection) -> None:
     assert conn.execute("SELECT late_row_policy FROM gl.setting").fetchone() == {
         "late_row_policy": "DEAD_LETTER"}
-    # The other policy is not built yet: the database does not accept it.
-    error = refusal(conn, "UPDATE gl.setting SET late_row_policy = 'NEXT_OPEN_PERIOD'")
+    # Only the two policies are accepted.
+    error = refusal(conn, "UPDATE gl.setting SET late_row_policy = 'NEXT_PERIOD'")
     assert isinstance(error, errors.CheckViolation)
     assert error.diag.constraint_name == "setting_late_row_policy_check"
 
@@ -745,6 +747,146 @@ def test_late_rows_are_dead_lettered_period_closed(target: db.Target,
     assert conn.execute("SELECT count(*) AS n FROM gl.journal_entry_header "
                         "WHERE source_id = 900003 AND source_type = 'PREMIUM'"
                         ).fetchone()["n"] == 3
+
+
+def late_postings(conn: psycopg.Connection, *ids: int) -> dict[int, list[dict[str, Any]]]:
+    """The live postings' headers of these premium rows, by source id."""
+    found: dict[int, list[dict[str, Any]]] = {}
+    for row in conn.execute(
+            "SELECT h.source_id, h.batch_id, h.je_date, h.source_date, h.period, h.fx_rate, "
+            "h.je_number FROM gl.journal_entry_header AS h "
+            "WHERE h.source_type = 'PREMIUM' AND h.source_id = ANY (%s) "
+            "AND h.reverses_je_id IS NULL AND NOT EXISTS (SELECT FROM "
+            "gl.journal_entry_header AS r WHERE r.reverses_je_id = h.je_id) "
+            "ORDER BY h.je_id", (list(ids),)):
+        found.setdefault(row["source_id"], []).append(row)
+    return found
+
+
+def rule_lines(conn: psycopg.Connection, source_id: int) -> list[tuple]:
+    """What the rounding rule gives a premium row, line by line."""
+    return [(r["je_seq"], r["line_no"], r["account_code"], r["line_amount"],
+             r["line_amount_f"]) for r in conn.execute(
+        "SELECT je_seq, line_no, account_code, line_amount, line_amount_f "
+        "FROM gl.journal_line_amount WHERE source_type = 'PREMIUM' AND source_id = %s "
+        "ORDER BY je_seq, line_no", (source_id,))]
+
+
+def posted_lines(conn: psycopg.Connection, source_id: int) -> list[tuple]:
+    return [(r["je_seq"], r["line_no"], r["account_code"], r["amount"], r["amount_f"])
+            for r in conn.execute(
+        "SELECT h.je_seq, l.line_no, l.account_code, l.debit + l.credit AS amount, "
+        "l.functional_debit + l.functional_credit AS amount_f "
+        "FROM gl.journal_entry_header AS h JOIN gl.journal_entry_line AS l "
+        "USING (je_id, je_date, batch_id) WHERE h.source_type = 'PREMIUM' "
+        "AND h.source_id = %s AND h.reverses_je_id IS NULL ORDER BY h.je_seq, l.line_no",
+        (source_id,))]
+
+
+@pytest.mark.full
+def test_late_rows_are_posted_in_the_next_open_period(target: db.Target,
+                                                      conn: psycopg.Connection,
+                                                      tmp_path: Any) -> None:
+    generate(conn, PERIOD, txns=30)
+    run(target, PERIOD)
+    insert_premium(conn, 900010, f"{PERIOD}-20", line_of_business="PETS")   # LOB unknown
+    first_dead = run(target, PERIOD)
+    assert first_dead["dead_letter_rows"] == 1
+    conn.execute("CALL gl.close_period(%s, true)", (PERIOD,))    # carried
+    conn.execute("UPDATE gl.setting SET late_row_policy = 'NEXT_OPEN_PERIOD'")
+    foreign = conn.execute("SELECT currency, rate FROM gl.fx_rate WHERE period = %s "
+                           "AND currency <> (SELECT functional_currency FROM gl.setting) "
+                           "ORDER BY currency LIMIT 1", (PERIOD,)).fetchone()
+
+    generate(conn, NEXT, txns=30, seed=2)
+    conn.execute("CALL gl.open_period('2025-03', 'test')")
+    insert_premium(conn, 900001, f"{PERIOD}-15")                             # late
+    insert_premium(conn, 900002, f"{PERIOD}-16", "250.00", foreign["currency"])
+    insert_premium(conn, 900003, f"{PERIOD}-17", "0")                        # late and bad
+    conn.execute("INSERT INTO gl.line_of_business (code, name) "
+                 "VALUES ('PETS', 'Pet insurance')")                         # fixed upstream
+    # The run of a later open period leaves them to the first open one after theirs.
+    march = run(target, "2025-03")
+    assert march["posted_rows"] == 0
+    assert conn.execute("SELECT count(*) AS n FROM subledger.stray_transaction "
+                        "WHERE source_id IN (900001, 900002, 900003)").fetchone()["n"] == 3
+
+    february = run(target, NEXT)
+    own_rows = conn.execute("SELECT count(*) AS n FROM batch.source_claim WHERE period = %s "
+                            "AND batch_id = %s", (NEXT, february["batch_id"])).fetchone()["n"]
+    assert february["posted_rows"] == own_rows + 3                # 900001, 900002, 900010
+    batch = conn.execute("SELECT late_periods, je_count FROM batch.run WHERE batch_id = %s",
+                         (february["batch_id"],)).fetchone()
+    assert batch["late_periods"] == [PERIOD]
+    # Claimed in their own period's partition, posted by February's batch.
+    claims = conn.execute("SELECT source_id, period, batch_id, generation FROM "
+                          "batch.source_claim WHERE source_id IN (900001, 900002, 900010) "
+                          "AND source_type = 'PREMIUM' ORDER BY source_id").fetchall()
+    assert [(c["period"], c["batch_id"], c["generation"]) for c in claims] == \
+        [(PERIOD, february["batch_id"], 0)] * 3
+    postings = late_postings(conn, 900001, 900002, 900010)
+    for source_id, day in ((900001, 15), (900002, 16), (900010, 20)):
+        entries = postings[source_id]
+        assert len(entries) == 3
+        assert {(e["batch_id"], e["period"], str(e["je_date"]), str(e["source_date"]))
+                for e in entries} == {(february["batch_id"], NEXT, f"{NEXT}-01",
+                                       f"{PERIOD}-{day}")}
+        assert posted_lines(conn, source_id) == rule_lines(conn, source_id)
+    # Its own period's FX rate, the rounding rule's.
+    assert {e["fx_rate"] for e in postings[900002]} == {foreign["rate"]}
+    # After the period's own entries, in the period's one sequence.
+    numbers = [r["je_number"] for r in conn.execute(
+        "SELECT je_number FROM gl.journal_entry_header WHERE batch_id = %s ORDER BY je_id",
+        (february["batch_id"],))]
+    assert numbers == sorted(numbers) and len(numbers) == batch["je_count"]
+    assert numbers[-9:] == sorted(e["je_number"] for p in postings.values() for e in p)
+    # The bad late row is dead-lettered by February's run; the carried dead
+    # letter its row now posts is resolved.
+    dead = conn.execute("SELECT reason_code, batch_id, status FROM batch.dead_letter "
+                        "WHERE source_id = 900003 AND source_type = 'PREMIUM'").fetchall()
+    assert dead == [{"reason_code": "AMOUNT_ZERO", "batch_id": february["batch_id"],
+                     "status": "OPEN"}]
+    assert conn.execute("SELECT status, resolved_by_batch FROM batch.dead_letter "
+                        "WHERE source_id = 900010 AND source_type = 'PREMIUM'"
+                        ).fetchone() == {"status": "RESOLVED",
+                                         "resolved_by_batch": february["batch_id"]}
+    # The large-transaction report of the row's own period finds its posting.
+    report = {r["source_id"]: r for r in conn.execute(
+        "SELECT * FROM gl.large_transaction_report(%s, 0) WHERE source_type = 'PREMIUM' "
+        "AND source_id IN (900001, 900002, 900010)", (PERIOD,))}
+    assert {r["status"] for r in report.values()} == {"POSTED"}
+    assert report[900001]["first_je_number"] == postings[900001][0]["je_number"]
+
+    verify = monthend_cli(target, "verify", "--json")
+    assert verify.returncode == 0, verify.stdout + verify.stderr
+    conn.execute(f"CALL gl.close_period('{NEXT}', true)")
+    assert status_of(conn, NEXT) == "CLOSED"
+
+    # Reversed (in March: February is closed now), a late row is late again:
+    # the first open period after January is March, whose next run posts it.
+    ids = tmp_path / "ids.csv"
+    ids.write_text("source_type,source_id\nPREMIUM,900001\n")
+    reversal = monthend_cli(target, "reverse", str(february["batch_id"]), "--reason",
+                            "RULE_ERROR", "--period", "2025-03", "--source-ids", str(ids),
+                            "--json")
+    assert reversal.returncode == 0, reversal.stdout + reversal.stderr
+    again = run(target, "2025-03")
+    assert again["posted_rows"] == 1
+    reposted = late_postings(conn, 900001)[900001]
+    assert {(e["batch_id"], str(e["je_date"]), str(e["source_date"])) for e in reposted} == \
+        {(again["batch_id"], "2025-03-01", f"{PERIOD}-15")}
+    assert conn.execute("SELECT generation FROM batch.source_claim WHERE source_id = 900001 "
+                        "AND source_type = 'PREMIUM' AND batch_id = %s",
+                        (again["batch_id"],)).fetchone()["generation"] == 1
+    verify = monthend_cli(target, "verify", "--json")
+    assert verify.returncode == 0, verify.stdout + verify.stderr
+
+    # The source date is sealed: changed, the batch no longer verifies.
+    tamper(conn, "UPDATE gl.journal_entry_header SET source_date = source_date - 1 "
+                 "WHERE batch_id = %s", (again["batch_id"],))
+    problems = conn.execute("SELECT problem FROM audit.verify_batch(%s)",
+                            (again["batch_id"],)).fetchall()
+    assert "RANGE_DIGEST_MISMATCH" in {p["problem"] for p in problems}
 
 
 @pytest.mark.parametrize("status", ["absent", "FUTURE", "CLOSED", "PERMANENTLY_CLOSED"])

@@ -72,7 +72,7 @@ def test_range_journal_line_is_inlined(conn: psycopg.Connection) -> None:
     """Inlined into the caller's statement, so the range's bounds reach the scans."""
     plan = "\n".join(r["QUERY PLAN"] for r in conn.execute(
         "EXPLAIN (VERBOSE, COSTS OFF) SELECT * FROM batch.range_journal_line("
-        "1, '2025-01', 'PREMIUM', 10, 20, 0, 0)").fetchall())
+        "1, '2025-01', '2025-01', 'PREMIUM', 10, 20, 0, 0)").fetchall())
     assert "Function Scan" not in plan
     assert "c.je_offset" in plan  # the body's own columns, planned in place
 

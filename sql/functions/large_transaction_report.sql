@@ -79,14 +79,26 @@ AS $$
     ), posted AS (
         -- Postings only (a reversing entry carries the row it reverses too),
         -- per posting batch: a row reversed and posted again has two.
+        -- A late row of the period is posted by a later period's batch
+        -- (one that lists this period in late_periods), its entries dated
+        -- there and carrying the row's date as source_date.
         SELECT h.source_type, h.source_id, h.batch_id,
                min(h.je_number) AS first_je_number, max(h.je_number) AS last_je_number,
                count(*)::integer AS entries
-        FROM gl.journal_entry_header AS h
-        WHERE h.je_date >= to_date(p_period, 'YYYY-MM')
-          AND h.je_date < (to_date(p_period, 'YYYY-MM') + interval '1 month')::date
-          AND h.reverses_je_id IS NULL
-          AND (h.source_type, h.source_id) IN (SELECT l.source_type, l.source_id FROM large AS l)
+        FROM (SELECT h.source_type, h.source_id, h.batch_id, h.je_number
+              FROM gl.journal_entry_header AS h
+              WHERE h.je_date >= to_date(p_period, 'YYYY-MM')
+                AND h.je_date < (to_date(p_period, 'YYYY-MM') + interval '1 month')::date
+                AND h.reverses_je_id IS NULL
+              UNION ALL
+              SELECT h.source_type, h.source_id, h.batch_id, h.je_number
+              FROM gl.journal_entry_header AS h
+              WHERE h.batch_id = ANY (ARRAY(SELECT r.batch_id FROM batch.run AS r
+                                            WHERE p_period = ANY (r.late_periods)))
+                AND h.source_date >= to_date(p_period, 'YYYY-MM')
+                AND h.source_date < (to_date(p_period, 'YYYY-MM') + interval '1 month')::date
+                AND h.reverses_je_id IS NULL) AS h
+        WHERE (h.source_type, h.source_id) IN (SELECT l.source_type, l.source_id FROM large AS l)
         GROUP BY h.source_type, h.source_id, h.batch_id
     )
     SELECT l.source_type, l.source_id, l.policy_id, l.txn_date, l.txn_type, l.line_of_business,
