@@ -73,13 +73,7 @@ BEGIN
        AND d.status = 'OPEN';
     GET DIAGNOSTICS v_resolved = ROW_COUNT;
 
-    SELECT sha256(convert_to(coalesce(string_agg(encode(rg.digest, 'hex'), E'\n'
-                                                 ORDER BY rg.range_no), ''), 'UTF8')),
-           coalesce(jsonb_agg(jsonb_build_object('range_no', rg.range_no,
-                                                 'digest', encode(rg.digest, 'hex'))
-                              ORDER BY rg.range_no), '[]')
-      INTO v_digest, v_ranges
-      FROM batch.range AS rg WHERE rg.batch_id = p_batch_id;
+    SELECT d.digest, d.ranges INTO v_digest, v_ranges FROM batch.batch_digest(p_batch_id) AS d;
 
     UPDATE batch.run
        SET status = 'COMMITTED', digest = v_digest, finished_at = clock_timestamp()

@@ -13,7 +13,7 @@ BEGIN
            status = 'FAILED',
            error = p_error,
            finished_at = clock_timestamp()
-     WHERE batch_id = p_batch_id AND status NOT IN ('COMMITTED', 'CANCELLED', 'FAILED');
+     WHERE batch_id = p_batch_id AND status NOT IN ('COMMITTED', 'CANCELLED', 'SUPERSEDED', 'FAILED');
     IF FOUND THEN
         PERFORM batch.log_event(p_batch_id, 'BATCH_FAILED', p_error, '{}', 'ERROR');
         PERFORM audit.append('VALIDATION_FAILURE',

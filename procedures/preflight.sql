@@ -14,6 +14,8 @@
 -- (late rows: the noted strays and the open dead letters of such a period).
 -- A late row is claimed in its own period's partition (the claim keys hold
 -- whichever period posts it); its entries come after the period's own.
+-- A draft (mode DRAFT) records the fingerprint of its inputs here
+-- (batch.draft_input_fingerprint).
 -- Leaves the batch PREFLIGHTED.
 CREATE OR REPLACE PROCEDURE batch.preflight(p_batch_id bigint)
 LANGUAGE plpgsql
@@ -45,8 +47,9 @@ DECLARE
     v_claim_period   text;
     v_offset_base    bigint := 0;
     v_period_claims  bigint;
+    v_mode           text;
 BEGIN
-    SELECT r.period, r.status, r.kind INTO v_period, v_status, v_kind
+    SELECT r.period, r.status, r.kind, r.mode INTO v_period, v_status, v_kind, v_mode
       FROM batch.run AS r WHERE r.batch_id = p_batch_id FOR UPDATE;
     IF NOT FOUND THEN
         RAISE EXCEPTION 'batch % does not exist', p_batch_id USING ERRCODE = 'no_data_found';
@@ -101,6 +104,13 @@ BEGIN
     IF cardinality(v_gate_errors) > 0 THEN
         CALL batch.refuse_preflight(p_batch_id, v_gate_errors);
         RETURN;
+    END IF;
+
+    -- A draft records what it is built from before it reads any of it, so a
+    -- change made while it is built is caught at finalize, never missed.
+    IF v_mode = 'DRAFT' THEN
+        UPDATE batch.run AS r SET input_fingerprint = batch.draft_input_fingerprint(p_batch_id)
+         WHERE r.batch_id = p_batch_id;
     END IF;
 
     -- Late rows this run takes: noted strays and open dead letters dated in a
@@ -435,6 +445,14 @@ BEGIN
            je_number_base = v_numbers_used,
            late_periods = v_claim_periods[2:]
      WHERE r.batch_id = p_batch_id;
+    -- The late rows a draft took, and the FX rates of their periods.
+    IF v_mode = 'DRAFT' THEN
+        UPDATE batch.run AS r
+           SET input_fingerprint = r.input_fingerprint
+                                   || batch.draft_input_fingerprint(p_batch_id,
+                                                                    '{late_rows,fx_rates}')
+         WHERE r.batch_id = p_batch_id;
+    END IF;
     PERFORM batch.record_phase_time(p_batch_id, 'preflight', v_started);
 
     PERFORM batch.log_event(p_batch_id, 'PREFLIGHT_DONE',

@@ -174,7 +174,7 @@ BEGIN
         END IF;
         SELECT r.batch_id, r.status INTO v_active_batch, v_active_state
           FROM batch.run AS r
-         WHERE r.period = v_period AND r.status NOT IN ('COMMITTED', 'CANCELLED');
+         WHERE r.period = v_period AND r.status NOT IN ('COMMITTED', 'CANCELLED', 'SUPERSEDED');
         RAISE EXCEPTION 'period % already has an unfinished batch % (status %)',
                         v_period, v_active_batch, v_active_state
             USING ERRCODE = 'lock_not_available',

@@ -8,7 +8,9 @@
 --   numbering_gapless      the ranges' blocks tile 1..N exactly
 --   claims_posted_once     every claim of the batch posted exactly once
 --   staging_row_counts     the staging tables hold what the ranges recorded
--- All pass: the batch is VALIDATED. Any fails: it is FAILED, nothing is published.
+-- All pass: the batch is VALIDATED, or, a draft, DRAFT (its digest recorded
+-- and DRAFT_BUILT entered in the audit chain). Any fails: it is FAILED,
+-- nothing is published.
 CREATE OR REPLACE PROCEDURE batch.validate_batch(p_batch_id bigint)
 LANGUAGE plpgsql
 SECURITY DEFINER
@@ -192,8 +194,13 @@ BEGIN
                        'WITH (pages_per_range = 16)', v_line_tbl || '_je_id_brin', v_line_tbl);
     END IF;
 
+    -- A draft stops here, validated, outside the ledger: its digest is the one
+    -- its commit will seal.
     UPDATE batch.run AS r
-       SET status = 'VALIDATED',
+       SET status = CASE r.mode WHEN 'DRAFT' THEN 'DRAFT' ELSE 'VALIDATED' END,
+           digest = CASE r.mode WHEN 'DRAFT' THEN (SELECT d.digest
+                                                   FROM batch.batch_digest(p_batch_id) AS d)
+                    END,
            line_count = v_lines,
            phase_seconds = r.phase_seconds || jsonb_build_object('processing',
                (SELECT round(coalesce(extract(epoch FROM max(rg.finished_at) - min(rg.started_at)),
@@ -202,6 +209,25 @@ BEGIN
      WHERE r.batch_id = p_batch_id;
     PERFORM batch.record_phase_time(p_batch_id, 'validation', v_started);
     PERFORM batch.log_event(p_batch_id, 'VALIDATED', 'pre-commit validation passed');
+    IF v_run.mode = 'DRAFT' THEN
+        -- Readable with the other drafts (reports, diff): see V017.
+        IF to_regclass(format('batch.%I', v_header_tbl)) IS NOT NULL THEN
+            EXECUTE format('ALTER TABLE batch.draft_journal_entry_header ATTACH PARTITION '
+                           'batch.%I FOR VALUES IN (%s)', v_header_tbl, p_batch_id);
+            EXECUTE format('ALTER TABLE batch.draft_journal_entry_line ATTACH PARTITION '
+                           'batch.%I FOR VALUES IN (%s)', v_line_tbl, p_batch_id);
+        END IF;
+        SELECT * INTO v_run FROM batch.run AS r WHERE r.batch_id = p_batch_id;
+        PERFORM batch.log_event(p_batch_id, 'DRAFT_BUILT',
+            format('draft %s of period %s built: %s entries, digest %s; review it, then '
+                   '"monthend finalize %s" or "monthend discard %s"', p_batch_id, v_run.period,
+                   v_run.je_count, encode(v_run.digest, 'hex'), p_batch_id, p_batch_id),
+            jsonb_build_object('digest', encode(v_run.digest, 'hex')));
+        PERFORM audit.append('DRAFT_BUILT', jsonb_build_object(
+            'batch_id', p_batch_id, 'period', v_run.period, 'digest', encode(v_run.digest, 'hex'),
+            'entries', v_run.je_count, 'lines', v_run.line_count,
+            'input_fingerprint', v_run.input_fingerprint));
+    END IF;
 END
 $$;
 

@@ -74,7 +74,7 @@ def test_health_checks_score_and_command(target, conn, known_health):
     assert set(checks) == {"connections", "cache_hit_ratio", "lock_waits",
                            "idle_in_transaction", "long_transactions", "bloat", "dead_tuples",
                            "xid_wraparound", "checkpoints", "temp_files",
-                           "statement_statistics"}
+                           "statement_statistics", "old_drafts"}
     assert all(c["status"] in STATUSES and c["detail"] and c["action"] for c in checks.values())
     not_ok = {name: (c["status"], c["penalty"])
               for name, c in checks.items() if c["status"] != "OK"}

@@ -27,7 +27,7 @@ from monthend.errors import MigrationError
 SQL_TREE = ("sql", "procedures", "partitions", "audit")
 PROJECT_SCHEMAS = ("subledger", "gl", "batch", "audit")
 START_RUN = "procedures/start_run.sql"
-START_RUN_SIGNATURE = "batch.start_run(text,integer,integer,integer,bigint)"
+START_RUN_SIGNATURE = "batch.start_run(text,integer,integer,integer,bigint,text)"
 VERIFY_CHAIN = "audit/verify_chain.sql"
 
 

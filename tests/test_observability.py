@@ -110,7 +110,7 @@ def test_dashboard_kpis_alerts_and_metrics_of_a_finished_batch(target, conn, tmp
     assert samples["monthend_up"][0].value == 1
     info = samples["monthend_batch_info"][0]
     assert info.labels == {"batch_id": str(batch_id), "period": PERIOD, "kind": "RUN",
-                           "status": "COMMITTED", "phase": "done"}
+                           "mode": "FINAL", "status": "COMMITTED", "phase": "done"}
     assert samples["monthend_batch_committed"][0].value == 1
     assert samples["monthend_batch_progress_ratio"][0].value == 1.0
     assert samples["monthend_batch_dead_letter_ratio"][0].value == pytest.approx(

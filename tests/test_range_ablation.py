@@ -43,7 +43,7 @@ def allocated(target, conn: psycopg.Connection) -> int:
     monthend_cli(target, "generate", "--period", PERIOD, "--txns", "200", "--seed", "4",
                  check=True)
     batch_id = db.call_one(conn, "start_run", period=PERIOD, workers=1, range_size=10_000,
-                           max_attempts=10)["p_batch_id"]
+                           max_attempts=10, mode="FINAL")["p_batch_id"]
     db.call(conn, "preflight", batch_id=batch_id)
     db.call(conn, "allocate_ranges", batch_id=batch_id)
     return batch_id

@@ -274,7 +274,7 @@ def test_threshold_is_a_parameter(target, conn, posted):
         FROM pg_proc AS p WHERE p.oid IN ('gl.large_transaction_report'::regproc,
                                           'gl.high_value_transaction_report'::regproc)
     """).fetchall()
-    found = {r["proname"]: Decimal(re.search(r"p_threshold numeric DEFAULT (\S+)",
+    found = {r["proname"]: Decimal(re.search(r"p_threshold numeric DEFAULT ([^,\s]+)",
                                              r["args"]).group(1).strip("'").split("::")[0])
              for r in defaults}
     assert found == {"large_transaction_report": report.DEFAULT_THRESHOLDS["large-transactions"],

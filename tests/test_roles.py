@@ -25,7 +25,9 @@ RUNNER, AUDITOR, OWNER = "monthend_runner", "monthend_auditor", "monthend_owner"
 
 # What the driver calls (driver/monthend/queries.sql), and the audit functions.
 RUN_ROUTINES = [
-    "batch.start_run(text,integer,integer,integer,bigint)",
+    "batch.start_run(text,integer,integer,integer,bigint,text)",
+    "batch.finalize_draft(bigint)",
+    "batch.discard_draft(bigint)",
     "batch.start_reversal(bigint,text,text,text,text,text[],bigint[],integer,integer,integer,"
     "bigint)",
     "batch.preflight(bigint)",
@@ -50,9 +52,10 @@ VERIFY_ROUTINES = ["audit.verify_chain()", "audit.verify_batch(bigint)", "audit.
                    "audit.record_verification(jsonb)"]
 # The compliance reports (sql/views/): read-only SQL functions. The runner may run
 # those that read what it can read; the integrity report reads audit.log.
-RUNNER_REPORTS = ["gl.large_transaction_report(text,numeric)",
-                  "gl.high_value_transaction_report(text,numeric)", "gl.trial_balance(text)",
-                  "gl.reversal_register(text)"]
+RUNNER_REPORTS = ["gl.large_transaction_report(text,numeric,bigint)",
+                  "gl.high_value_transaction_report(text,numeric,bigint)",
+                  "gl.trial_balance(text,bigint)", "gl.reversal_register(text)",
+                  "batch.batch_movement(bigint)", "batch.accounting_diff(bigint,bigint,text)"]
 AUDITOR_REPORTS = [*RUNNER_REPORTS, "audit.integrity_report(text)"]
 # Observability (sql/views/): read-only functions behind the dashboard, KPIs and
 # health, for both roles; the runner also records alerts and KPIs.

@@ -17,7 +17,7 @@ from conftest import monthend_cli
 PERIOD = "2025-01"
 
 SUMMARY_FIELDS = {
-    "batch_id", "kind", "reverses_batch_id", "period", "status", "workers", "source_rows",
+    "batch_id", "kind", "mode", "reverses_batch_id", "period", "status", "workers", "source_rows",
     "posted_rows",
     "dead_letter_rows", "dead_letters_by_reason", "journal_entries", "journal_lines",
     "je_numbers", "ranges", "ranges_retried", "digest", "phase_seconds", "elapsed_seconds",

@@ -195,12 +195,18 @@ def _finish(target: db.Target, batch_id: int, as_json: bool, display: RunDisplay
 
 def _summary_text(result: dict[str, Any]) -> str:
     batch = (f"reversal batch {result['batch_id']} (of batch {result['reverses_batch_id']})"
-             if result["kind"] == "REVERSAL" else f"batch {result['batch_id']}")
+             if result["kind"] == "REVERSAL"
+             else f"draft {result['batch_id']}" if result["mode"] == "DRAFT"
+             else f"batch {result['batch_id']}")
     if result["posted_rows"] == 0:
         head = (f"{batch} {result['status']}: period {result['period']} had nothing to post")
     elif result["kind"] == "REVERSAL":
         head = (f"{batch} {result['status']}: {result['posted_rows']} rows' postings reversed "
                 f"by {result['journal_entries']} entries / {result['journal_lines']} lines")
+    elif result["status"] == "DRAFT":
+        head = (f"{batch} built: {result['posted_rows']} rows would be posted as "
+                f"{result['journal_entries']} entries / {result['journal_lines']} lines "
+                f"(nothing is in the ledger yet)")
     else:
         head = (f"{batch} {result['status']}: {result['posted_rows']} "
                 f"rows posted as {result['journal_entries']} entries / "
@@ -212,6 +218,11 @@ def _summary_text(result: dict[str, Any]) -> str:
              f"({result['source_rows_per_second'] or 0:,.0f} source rows/s)",
              "  phases: " + ", ".join(f"{k} {v:.2f}s" for k, v in result["phase_seconds"].items()),
              f"  digest: {result['digest']}"]
+    if result["status"] == "DRAFT":
+        lines.append(f"  review it (monthend report trial-balance --batch {result['batch_id']}, "
+                     f"monthend diff --draft {result['batch_id']} --against PERIOD), then "
+                     f"`monthend finalize {result['batch_id']}` or "
+                     f"`monthend discard {result['batch_id']}`")
     return "\n".join(lines)
 
 
@@ -242,18 +253,49 @@ def _drive(ctx: click.Context, batch_id: int, options: runner.RunOptions, as_jso
 @click.option("--max-attempts", type=click.IntRange(1, 100),
               default=runner.DEFAULT_MAX_ATTEMPTS, show_default=True,
               help="Attempts a range gets before the batch fails.")
+@click.option("--draft", is_flag=True,
+              help="Stop before the commit: a draft to review, then finalize or discard "
+                   "(replaces the period's earlier draft).")
 @json_option
 @click.pass_context
 @handle_errors
 def run(ctx: click.Context, period: str, workers: int, range_size: int, max_attempts: int,
-        as_json: bool) -> None:
-    """Run the month-end batch of a period, pre-flight to commit."""
+        draft: bool, as_json: bool) -> None:
+    """Run the month-end batch of a period, pre-flight to commit (or, a draft, to validation)."""
     target = target_of(ctx)
     options = _run_options(workers, range_size, max_attempts)
+    options.mode = "DRAFT" if draft else "FINAL"
     batch_id = runner.start(target, period, options)
     if not as_json:
-        click.echo(f"batch {batch_id} started for {period}", err=True)
+        click.echo(f"{'draft' if draft else 'batch'} {batch_id} started for {period}", err=True)
     _drive(ctx, batch_id, options, as_json)
+
+
+@main.command()
+@click.argument("draft_id", type=int)
+@json_option
+@click.pass_context
+@handle_errors
+def finalize(ctx: click.Context, draft_id: int, as_json: bool) -> None:
+    """Post a draft: the commit its run would have made, if nothing it was built from changed."""
+    target = target_of(ctx)
+    runner.finalize(target, draft_id)
+    _drive(ctx, draft_id, runner.RunOptions(), as_json)
+
+
+@main.command()
+@click.argument("draft_id", type=int)
+@json_option
+@click.pass_context
+@handle_errors
+def discard(ctx: click.Context, draft_id: int, as_json: bool) -> None:
+    """Remove a draft and everything it holds (the audit chain records it)."""
+    target = target_of(ctx)
+    runner.discard(target, draft_id)
+    if as_json:
+        emit_json({"batch_id": draft_id, "status": "DISCARDED"})
+    else:
+        click.echo(f"draft {draft_id} discarded; its rows are unposted as before it was built")
 
 
 @main.command()
@@ -665,7 +707,11 @@ def _threshold(_ctx: click.Context, _param: click.Parameter, value: str | None) 
 
 @main.command("report")
 @click.argument("name", type=click.Choice(report.NAMES))
-@period_option
+@click.option("--period", default=None, callback=_check_period,
+              help="The period (YYYY-MM); with --batch, that batch's own (the default).")
+@click.option("--batch", "batch_id", type=int, default=None,
+              help="large-transactions, high-value, trial-balance: one batch only, a draft "
+                   "read from its staging tables before it is finalized.")
 @click.option("--threshold", callback=_threshold, default=None,
               help="large-transactions and high-value: the threshold in functional currency "
                    "(default 10000 and 50000).")
@@ -673,8 +719,8 @@ def _threshold(_ctx: click.Context, _param: click.Parameter, value: str | None) 
 @click.option("--csv", "as_csv", is_flag=True, help="Print CSV on stdout.")
 @click.pass_context
 @handle_errors
-def report_cmd(ctx: click.Context, name: str, period: str, threshold: Decimal | None,
-               as_json: bool, as_csv: bool) -> None:
+def report_cmd(ctx: click.Context, name: str, period: str | None, batch_id: int | None,
+               threshold: Decimal | None, as_json: bool, as_csv: bool) -> None:
     """Compliance report of a period, read only: large-transactions, high-value,
     trial-balance, integrity, reversals. Exit 1 when its checks fail."""
     if as_json and as_csv:
@@ -686,8 +732,43 @@ def report_cmd(ctx: click.Context, name: str, period: str, threshold: Decimal | 
 
     fmt = "json" if as_json else "csv" if as_csv else "table"
     if not report.run(target_of(ctx), name, period, fmt, threshold,
-                      on_output=output_started):
+                      on_output=output_started, batch_id=batch_id):
         sys.exit(1)
+
+
+@main.command("diff")
+@click.option("--draft", "batch_id", type=int, required=True,
+              help="The draft (or any committed batch) to compare.")
+@click.option("--against", "against_period", default=None, callback=_check_period,
+              help="What a period posted (every committed batch of it), e.g. last month.")
+@click.option("--against-batch", "against_batch_id", type=int, default=None,
+              help="A committed batch.")
+@click.option("--against-draft", "against_draft_id", type=int, default=None,
+              help="Another draft (of the same period: what a rule change would do).")
+@json_option
+@click.option("--csv", "as_csv", is_flag=True, help="Print CSV on stdout.")
+@click.pass_context
+@handle_errors
+def diff_cmd(ctx: click.Context, batch_id: int, against_period: str | None,
+             against_batch_id: int | None, against_draft_id: int | None, as_json: bool,
+             as_csv: bool) -> None:
+    """Compare a draft's accounting with a period's, a batch's or another draft's, per
+    account and currency, in transaction and functional amounts, largest change first."""
+    if as_json and as_csv:
+        raise click.UsageError("--json and --csv exclude each other.")
+    given = [x for x in (against_period, against_batch_id, against_draft_id) if x is not None]
+    if len(given) != 1:
+        raise click.UsageError("give one of --against PERIOD, --against-batch N, "
+                               "--against-draft N.")
+
+    def output_started() -> None:
+        global _json_emitted
+        _json_emitted = True
+
+    fmt = "json" if as_json else "csv" if as_csv else "table"
+    report.diff(target_of(ctx), batch_id, against_period,
+                against_batch_id if against_batch_id is not None else against_draft_id,
+                fmt, on_output=output_started)
 
 
 # Period lifecycle: FUTURE -> OPEN -> CLOSED (-> reopened) -> PERMANENTLY_CLOSED.

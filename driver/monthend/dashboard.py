@@ -261,7 +261,8 @@ def render(data: dict[str, Any], width: int = 80, height: int = 24,
     """The dashboard of one document, within ``width`` x ``height`` cells."""
     m = data["metrics"]
     status_style = STATUS_STYLE.get(m["status"], "bold cyan")
-    kind = "" if m.get("kind", "RUN") == "RUN" else f"{m['kind'].lower()} "
+    kind = ("draft " if m.get("mode") == "DRAFT"
+            else "" if m.get("kind", "RUN") == "RUN" else f"{m['kind'].lower()} ")
     title = Text.assemble(("monthend ", "bold"), f"{kind}batch {m['batch_id']} · {m['period']} · ",
                           (m["status"], status_style), f" · {m['phase']}")
     if height < 6 or width < 30:

@@ -30,7 +30,8 @@ APPLICATION_NAME = "monthend"
 USAGE_SQLSTATES = {
     "22023",  # invalid_parameter_value: bad period, bad arguments
     "55000",  # object_not_in_prerequisite_state: wrong batch status for the command
-    "02000",  # no_data_found: no such batch
+    "02000",  # no_data
+    "P0002",  # no_data_found (PL/pgSQL): no such batch
     "42501",  # insufficient_privilege
     "3D000",  # invalid_catalog_name: no such database
     "28000",  # invalid_authorization_specification

@@ -59,7 +59,8 @@ BATCH_GAUGES = [
 RANGE_STATES = ["pending", "running", "done", "failed", "slow"]
 QUANTILES = [("0.5", "latency_p50_seconds"), ("0.95", "latency_p95_seconds"),
              ("0.99", "latency_p99_seconds"), ("1", "latency_max_seconds")]
-FINISHED = ("COMMITTED", "FAILED", "CANCELLED")
+# A draft is built and waits for a decision: nothing runs.
+FINISHED = ("COMMITTED", "DRAFT", "SUPERSEDED", "FAILED", "CANCELLED")
 
 
 def _gauge(name: str, documentation: str, labels: list[str] | None = None) -> GaugeMetricFamily:
@@ -136,9 +137,10 @@ class MonthendCollector(Collector):
         labels = [str(m["batch_id"]), m["period"]]
 
         info = _gauge("monthend_batch_info", "The batch the other monthend_batch metrics "
-                      "describe, with its kind (RUN, REVERSAL), status and phase.",
-                      [*BATCH_LABELS, "kind", "status", "phase"])
-        info.add_metric([*labels, m["kind"], m["status"], m["phase"]], 1)
+                      "describe, with its kind (RUN, REVERSAL), mode (FINAL, DRAFT), status "
+                      "and phase.",
+                      [*BATCH_LABELS, "kind", "mode", "status", "phase"])
+        info.add_metric([*labels, m["kind"], m["mode"], m["status"], m["phase"]], 1)
         yield info
         for name, doc, value in [
             ("monthend_batch_running", "1 while the batch is unfinished.",

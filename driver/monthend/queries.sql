@@ -3,7 +3,7 @@
 
 -- name: start_run
 -- Open a batch for a period; returns its batch_id.
-CALL batch.start_run(%(period)s, %(workers)s, %(range_size)s, %(max_attempts)s, NULL);
+CALL batch.start_run(%(period)s, %(workers)s, %(range_size)s, %(max_attempts)s, NULL, %(mode)s);
 
 -- name: start_reversal
 -- Open a reversal batch of a committed run (all its rows, or those given); returns its batch_id.
@@ -44,6 +44,14 @@ CALL batch.post_process(%(batch_id)s);
 -- name: fail_batch
 -- Mark a batch FAILED with a reason.
 CALL batch.fail_batch(%(batch_id)s, %(error)s);
+
+-- name: finalize_draft
+-- Commit a draft whose inputs are unchanged (refused, naming what changed, otherwise).
+CALL batch.finalize_draft(%(batch_id)s);
+
+-- name: discard_draft
+-- Remove a draft and everything it holds.
+CALL batch.discard_draft(%(batch_id)s);
 
 -- name: cancel_batch
 -- Abandon an unfinished batch, leaving nothing behind.
@@ -199,6 +207,14 @@ SELECT * FROM batch.health_bloat WHERE estimated_bloat_bytes > 0 LIMIT %(limit)s
 -- Compliance reports (monthend report): each one call of a report function in
 -- sql/views/, run in one read-only REPEATABLE READ transaction.
 
+-- name: report_batch
+-- The batch a report or a diff is asked for: its period, kind, mode and status.
+SELECT batch_id, period, kind, mode, status FROM batch.run WHERE batch_id = %(batch_id)s;
+
+-- name: accounting_diff
+-- Two accounting results per account and currency, largest functional change first.
+SELECT * FROM batch.accounting_diff(%(batch_id)s, %(against_batch_id)s, %(against_period)s);
+
 -- name: report_period
 -- The period a report is asked for, and the functional currency amounts are in.
 SELECT ap.period, ap.status, ap.start_date, ap.end_date, st.functional_currency
@@ -207,15 +223,16 @@ JOIN gl.accounting_period AS ap ON ap.period = %(period)s;
 
 -- name: report_large_transactions
 -- Source rows of the period at or above the threshold in functional currency.
-SELECT * FROM gl.large_transaction_report(%(period)s, %(threshold)s);
+SELECT * FROM gl.large_transaction_report(%(period)s, %(threshold)s, %(batch_id)s);
 
 -- name: report_high_value
 -- The same at the high-value threshold.
-SELECT * FROM gl.high_value_transaction_report(%(period)s, %(threshold)s);
+SELECT * FROM gl.high_value_transaction_report(%(period)s, %(threshold)s, %(batch_id)s);
 
 -- name: report_trial_balance
--- Per-account movements of the period and the checks that they balance.
-SELECT * FROM gl.trial_balance(%(period)s);
+-- Per-account movements of the period (or of one batch, a draft's included) and
+-- the checks that they balance.
+SELECT * FROM gl.trial_balance(%(period)s, %(batch_id)s);
 
 -- name: report_reversals
 -- Every reversing entry posted in the period, with the entry it reverses and why.

@@ -303,10 +303,14 @@ class RowStream:
 # --------------------------------------------------------------------------- writing
 
 
-def _header_fields(report: Report, meta: Row, threshold: Decimal | None) -> dict[str, Any]:
+def _header_fields(report: Report, meta: Row, threshold: Decimal | None,
+                   batch: Row | None = None) -> dict[str, Any]:
     fields: dict[str, Any] = {"report": report.name, "period": meta["period"],
                               "period_status": meta["status"],
                               "functional_currency": meta["functional_currency"]}
+    if batch is not None:
+        fields.update({"batch_id": batch["batch_id"], "batch_mode": batch["mode"],
+                       "batch_status": batch["status"]})
     if threshold is not None:
         fields["threshold"] = threshold
     return fields
@@ -409,6 +413,9 @@ def _write_table(out: TextIO, report: Report, head: dict[str, Any], stream: RowS
     writer = _TableWriter(out)
     currency = head["functional_currency"]
     title = f"{report.title}, period {head['period']} ({head['period_status']})"
+    if "batch_id" in head:
+        what = "draft" if head["batch_mode"] == "DRAFT" else "batch"
+        title += f", {what} {head['batch_id']} ({head['batch_status']})"
     if report.kind == "transactions":
         title += f", at or above {_text(head['threshold'])} {currency}"
         hidden = writer.rows(TRANSACTION_COLUMNS, _counted(iter(stream), summary), title)
@@ -452,16 +459,42 @@ def _write_table(out: TextIO, report: Report, head: dict[str, Any], stream: RowS
 # --------------------------------------------------------------------------- entry point
 
 
-def run(target: db.Target, name: str, period: str, fmt: str = "table",
+# The reports that read one batch (a draft before it is finalized) with --batch.
+BATCH_REPORTS = ("large-transactions", "high-value", "trial-balance")
+
+
+def batch_of(conn: psycopg.Connection, batch_id: int, period: str | None) -> Row:
+    """The batch a report or a diff reads, checked against the period asked for."""
+    batch = db.call_one(conn, "report_batch", batch_id=batch_id)
+    if batch is None:
+        raise ConfigurationError(f"batch {batch_id} does not exist (a discarded draft is "
+                                 f"gone); `monthend status` lists batches.")
+    if period is not None and batch["period"] != period:
+        raise ConfigurationError(f"batch {batch_id} is of period {batch['period']}, not "
+                                 f"{period}; leave --period out or give its own.")
+    if batch["status"] not in ("DRAFT", "SUPERSEDED", "COMMITTED"):
+        raise ConfigurationError(f"batch {batch_id} is {batch['status']}: only a built draft "
+                                 f"(superseded or not) or a committed batch has entries to "
+                                 f"read.")
+    return batch
+
+
+def run(target: db.Target, name: str, period: str | None, fmt: str = "table",
         threshold: Decimal | None = None, out: TextIO | None = None,
-        on_output: Callable[[], None] | None = None) -> bool:
-    """Print report ``name`` of ``period`` in ``fmt``; return whether its checks hold.
+        on_output: Callable[[], None] | None = None, batch_id: int | None = None) -> bool:
+    """Print report ``name`` of ``period`` (or of batch ``batch_id``, a draft's
+    included) in ``fmt``; return whether its checks hold.
 
     ``on_output`` is called once, just before the first character is written
     (the CLI then knows stdout carries the document)."""
     report = REPORTS[name]
     if fmt not in FORMATS:
         raise ValueError(f"format {fmt!r} is not one of {FORMATS}")
+    if batch_id is not None and name not in BATCH_REPORTS:
+        raise ConfigurationError(f"--batch applies to {', '.join(BATCH_REPORTS)}, not to "
+                                 f"{name}.")
+    if batch_id is None and period is None:
+        raise ConfigurationError("give the period (--period YYYY-MM), or a batch (--batch N).")
     if report.kind != "transactions" and threshold is not None:
         raise ConfigurationError(f"--threshold applies to large-transactions and high-value, "
                                  f"not to {name}.")
@@ -474,6 +507,8 @@ def run(target: db.Target, name: str, period: str, fmt: str = "table",
     with db.connect(target, autocommit=False) as conn:
         conn.read_only = True
         conn.isolation_level = psycopg.IsolationLevel.REPEATABLE_READ
+        batch = batch_of(conn, batch_id, period) if batch_id is not None else None
+        period = batch["period"] if batch is not None else period
         meta = db.call_one(conn, "report_period", period=period)
         if meta is None:
             raise ConfigurationError(
@@ -482,8 +517,10 @@ def run(target: db.Target, name: str, period: str, fmt: str = "table",
         params: dict[str, Any] = {"period": period}
         if report.kind == "transactions":
             params["threshold"] = threshold
+        if name in BATCH_REPORTS:
+            params["batch_id"] = batch_id
         stream = RowStream(conn, report.query, **params)
-        head = _header_fields(report, meta, threshold)
+        head = _header_fields(report, meta, threshold, batch)
         if on_output:
             on_output()
         if fmt == "json":
@@ -495,3 +532,88 @@ def run(target: db.Target, name: str, period: str, fmt: str = "table",
         out.flush()
         conn.rollback()
     return summary.ok
+
+
+# --------------------------------------------------------------------------- diff
+
+DIFF_COLUMNS = (
+    Column("account", lambda r: r["account_code"]),
+    Column("name", lambda r: r["account_name"] or ""),
+    Column("cur", lambda r: r["currency"]),
+    Column("net", lambda r: r["net"], numeric=True),
+    Column("against", lambda r: r["against_net"], numeric=True),
+    Column("change", lambda r: r["change"], numeric=True),
+    Column("net (functional)", lambda r: r["functional_net"], numeric=True),
+    Column("against (functional)", lambda r: r["against_functional_net"], numeric=True),
+    Column("change (functional)", lambda r: r["functional_change"], numeric=True),
+)
+
+
+def diff(target: db.Target, batch_id: int, against_period: str | None = None,
+         against_batch_id: int | None = None, fmt: str = "table",
+         out: TextIO | None = None, on_output: Callable[[], None] | None = None
+         ) -> dict[str, Any]:
+    """Compare what batch ``batch_id`` (a draft, usually) posts with another
+    batch or draft, or with what a period posted: per account and currency,
+    largest functional change first, with totals. Returns the document."""
+    if (against_period is None) == (against_batch_id is None):
+        raise ConfigurationError("compare with one of --against PERIOD, --against-batch N or "
+                                 "--against-draft N.")
+    if fmt not in FORMATS:
+        raise ValueError(f"format {fmt!r} is not one of {FORMATS}")
+    out = out or sys.stdout
+    with db.connect(target, autocommit=False) as conn:
+        conn.read_only = True
+        conn.isolation_level = psycopg.IsolationLevel.REPEATABLE_READ
+        mine = batch_of(conn, batch_id, None)
+        theirs = batch_of(conn, against_batch_id, None) if against_batch_id else None
+        if against_period is not None and db.call_one(
+                conn, "report_period", period=against_period) is None:
+            raise ConfigurationError(f"period {against_period} is not in gl.accounting_period.")
+        meta = db.call_one(conn, "report_period", period=mine["period"])
+        rows = db.call(conn, "accounting_diff", batch_id=batch_id,
+                       against_batch_id=against_batch_id, against_period=against_period)
+        conn.rollback()
+    by_currency: dict[str, Decimal] = {}
+    for row in rows:
+        by_currency[row["currency"]] = by_currency.get(row["currency"], Decimal(0)) + row["change"]
+    document = {
+        "batch_id": batch_id, "batch_mode": mine["mode"], "batch_status": mine["status"],
+        "period": mine["period"],
+        "against": ({"period": against_period} if against_period is not None else
+                    {"batch_id": theirs["batch_id"], "batch_mode": theirs["mode"],
+                     "batch_status": theirs["status"], "period": theirs["period"]}),
+        "functional_currency": meta["functional_currency"],
+        "rows": rows,
+        "totals": {"rows": len(rows),
+                   "functional_change": sum((r["functional_change"] for r in rows), Decimal(0)),
+                   "change_by_currency": dict(sorted(by_currency.items()))},
+    }
+    if on_output:
+        on_output()
+    if fmt == "json":
+        out.write(jsonout.dumps(document) + "\n")
+    elif fmt == "csv":
+        writer = csv.writer(out, lineterminator="\n")
+        columns = list(rows[0]) if rows else [c.header for c in DIFF_COLUMNS]
+        writer.writerow(columns)
+        for row in rows:
+            writer.writerow([_csv_value(row[c]) for c in columns])
+    else:
+        table = _TableWriter(out)
+
+        def side(batch: Row) -> str:
+            what = "draft" if batch["mode"] == "DRAFT" else "batch"
+            return f"{what} {batch['batch_id']} ({batch['period']})"
+
+        title = (f"{side(mine)} against "
+                 + (f"period {against_period}" if theirs is None else side(theirs)))
+        table.rows(DIFF_COLUMNS, iter(rows), title)
+        totals = document["totals"]
+        changes = ", ".join(f"{cur} {_text(v)}" for cur, v in
+                            totals["change_by_currency"].items()) or "none"
+        table.text(f"{totals['rows']} account/currency row(s) differ; change by currency: "
+                   f"{changes}; functional change {_text(totals['functional_change'])} "
+                   f"{meta['functional_currency']}")
+    out.flush()
+    return document

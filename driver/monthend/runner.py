@@ -49,6 +49,9 @@ class RunOptions:
     range_size: int = DEFAULT_RANGE_SIZE
     max_attempts: int = DEFAULT_MAX_ATTEMPTS
     worker_prefix: str = field(default_factory=socket.gethostname)
+    # DRAFT: every phase up to validation, then the batch waits to be
+    # finalized or discarded.
+    mode: str = "FINAL"
 
 
 def _status(conn: psycopg.Connection, batch_id: int) -> dict[str, Any]:
@@ -61,8 +64,21 @@ def _status(conn: psycopg.Connection, batch_id: int) -> dict[str, Any]:
 def start(target: db.Target, period: str, options: RunOptions) -> int:
     with db.connect(target) as conn:
         row = db.call_one(conn, "start_run", period=period, workers=options.workers,
-                          range_size=options.range_size, max_attempts=options.max_attempts)
+                          range_size=options.range_size, max_attempts=options.max_attempts,
+                          mode=options.mode)
     return int(row["p_batch_id"])
+
+
+def finalize(target: db.Target, batch_id: int) -> None:
+    """Commit a draft, in one transaction with the check that its inputs are unchanged."""
+    with db.connect(target) as conn:
+        db.call(conn, "finalize_draft", batch_id=batch_id)
+
+
+def discard(target: db.Target, batch_id: int) -> None:
+    """Remove a draft and everything it holds."""
+    with db.connect(target) as conn:
+        db.call(conn, "discard_draft", batch_id=batch_id)
 
 
 def start_reversal(target: db.Target, reverses_batch_id: int, reason: str, note: str | None,
@@ -310,7 +326,8 @@ def process_ranges(target: db.Target, batch_id: int, workers: int, worker_prefix
 
 def drive(target: db.Target, batch_id: int, options: RunOptions,
           progress: Progress | None = None) -> dict[str, Any]:
-    """Take a batch from whatever status it has to COMMITTED and post-processed.
+    """Take a batch from whatever status it has to COMMITTED and post-processed
+    (a draft: to DRAFT, validated and waiting to be finalized or discarded).
 
     Every step is decided by the batch's status as the database has it, read
     again after each phase, so a phase whose connection was lost, or that
@@ -346,6 +363,8 @@ def drive(target: db.Target, batch_id: int, options: RunOptions,
             elif status == "VALIDATED":
                 progress.on_phase("commit")
                 session.phase("commit_batch", status)
+            elif status == "DRAFT":
+                return row
             elif status == "COMMITTED":
                 if "post_processing" in (row["phase_seconds"] or {}):
                     return row
@@ -373,6 +392,7 @@ def summary(target: db.Target, batch_id: int) -> dict[str, Any]:
     return {
         "batch_id": row["batch_id"],
         "kind": row["kind"],
+        "mode": row["mode"],
         "reverses_batch_id": row["reverses_batch_id"],
         "period": row["period"],
         "status": row["status"],

@@ -1,9 +1,11 @@
 -- High-value transactions of one period: the large-transaction report at the
 -- higher threshold (default 50,000 in functional currency), same columns and
--- same proof of what became of each row. See gl.large_transaction_report.
+-- same proof of what became of each row (a draft's too, with p_batch_id). See
+-- gl.large_transaction_report.
 CREATE OR REPLACE FUNCTION gl.high_value_transaction_report(
     p_period    text,
-    p_threshold numeric DEFAULT 50000)
+    p_threshold numeric DEFAULT 50000,
+    p_batch_id  bigint DEFAULT NULL)
 RETURNS TABLE (
     source_type         text,
     source_id           bigint,
@@ -26,9 +28,9 @@ RETURNS TABLE (
 LANGUAGE sql
 STABLE PARALLEL SAFE
 AS $$
-    SELECT * FROM gl.large_transaction_report(p_period, p_threshold) AS t
+    SELECT * FROM gl.large_transaction_report(p_period, p_threshold, p_batch_id) AS t
     ORDER BY t.txn_date, t.source_type, t.source_id
 $$;
 
-GRANT EXECUTE ON FUNCTION gl.high_value_transaction_report(text, numeric)
+GRANT EXECUTE ON FUNCTION gl.high_value_transaction_report(text, numeric, bigint)
     TO monthend_runner, monthend_auditor;

@@ -27,9 +27,15 @@
 -- rows above the threshold only; min/max/count rather than an ordered array
 -- keeps that a hash aggregate. A plain SQL function, so the planner inlines
 -- it and can plan around the literal period.
+--
+-- With p_batch_id (a draft of the period), the draft's rows are shown as it
+-- would post them: status DRAFT, with the numbers its entries carry in the
+-- drafts' tables (batch.draft_journal_entry_header); without it a draft's
+-- rows are PENDING like any batch's not committed yet.
 CREATE OR REPLACE FUNCTION gl.large_transaction_report(
     p_period    text,
-    p_threshold numeric DEFAULT 10000)
+    p_threshold numeric DEFAULT 10000,
+    p_batch_id  bigint DEFAULT NULL)
 RETURNS TABLE (
     source_type         text,
     source_id           bigint,
@@ -97,13 +103,18 @@ AS $$
                                             WHERE p_period = ANY (r.late_periods)))
                 AND h.source_date >= to_date(p_period, 'YYYY-MM')
                 AND h.source_date < (to_date(p_period, 'YYYY-MM') + interval '1 month')::date
-                AND h.reverses_je_id IS NULL) AS h
+                AND h.reverses_je_id IS NULL
+              UNION ALL
+              SELECT h.source_type, h.source_id, h.batch_id, h.je_number
+              FROM batch.draft_journal_entry_header AS h
+              WHERE h.batch_id = p_batch_id) AS h
         WHERE (h.source_type, h.source_id) IN (SELECT l.source_type, l.source_id FROM large AS l)
         GROUP BY h.source_type, h.source_id, h.batch_id
     )
     SELECT l.source_type, l.source_id, l.policy_id, l.txn_date, l.txn_type, l.line_of_business,
            l.amount, l.currency, l.fx_rate, l.functional_amount, l.functional_currency,
            CASE WHEN rv.batch_id IS NOT NULL THEN 'REVERSED'
+                WHEN p.source_id IS NOT NULL AND r.status = 'DRAFT' THEN 'DRAFT'
                 WHEN p.source_id IS NOT NULL THEN 'POSTED'
                 WHEN r.status = 'COMMITTED' THEN 'NOT_IN_LEDGER'
                 WHEN c.source_id IS NOT NULL THEN 'PENDING'
@@ -137,5 +148,5 @@ AS $$
     ORDER BY l.txn_date, l.source_type, l.source_id
 $$;
 
-GRANT EXECUTE ON FUNCTION gl.large_transaction_report(text, numeric)
+GRANT EXECUTE ON FUNCTION gl.large_transaction_report(text, numeric, bigint)
     TO monthend_runner, monthend_auditor;

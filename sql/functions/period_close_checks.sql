@@ -74,7 +74,7 @@ BEGIN
            min(r.batch_id)
       INTO v_active, v_first_active
       FROM batch.run AS r
-     WHERE r.status NOT IN ('COMMITTED', 'CANCELLED')
+     WHERE r.status NOT IN ('COMMITTED', 'CANCELLED', 'SUPERSEDED')
        AND (r.period = p_period
             -- a reversal (posted elsewhere) of one of the period's batches
             OR r.reverses_batch_id IN (SELECT o.batch_id FROM batch.run AS o

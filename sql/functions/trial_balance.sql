@@ -23,7 +23,12 @@
 -- (gl.period_balance), BATCH rows from the batches its seal covers
 -- (gl.period_seal_batch). Its close checked both against the lines, so the
 -- rows are the same either way; audit.verify_period checks they still are.
-CREATE OR REPLACE FUNCTION gl.trial_balance(p_period text)
+--
+-- With p_batch_id, the trial balance of that one batch of the period, a
+-- draft's included (read where it is: batch.batch_movement): its ACCOUNT
+-- and TOTAL rows, its BATCH row against what its ranges recorded, and its
+-- CURRENCY rows. A draft is reviewed this way before it is finalized.
+CREATE OR REPLACE FUNCTION gl.trial_balance(p_period text, p_batch_id bigint DEFAULT NULL)
 RETURNS TABLE (
     row_kind     text,
     account_code text,
@@ -42,7 +47,8 @@ STABLE PARALLEL SAFE
 AS $$
     WITH sealed AS (
         SELECT EXISTS (SELECT FROM gl.accounting_period AS ap
-                       WHERE ap.period = p_period AND ap.seal_digest IS NOT NULL) AS sealed
+                       WHERE ap.period = p_period AND ap.seal_digest IS NOT NULL)
+               AND p_batch_id IS NULL AS sealed
     ), movement AS MATERIALIZED (
         SELECT l.batch_id, l.account_code, count(*) AS lines,
                sum(l.functional_debit) AS debit, sum(l.functional_credit) AS credit
@@ -51,7 +57,14 @@ AS $$
           AND l.je_date < (to_date(p_period, 'YYYY-MM') + interval '1 month')::date
           -- A one-time filter: a sealed period's lines are not read at all.
           AND NOT (SELECT z.sealed FROM sealed AS z)
+          AND p_batch_id IS NULL
         GROUP BY l.batch_id, l.account_code
+        UNION ALL
+        SELECT p_batch_id, m.account_code, sum(m.lines), sum(m.functional_debit),
+               sum(m.functional_credit)
+        FROM batch.batch_movement(p_batch_id) AS m
+        WHERE p_batch_id IS NOT NULL
+        GROUP BY m.account_code
     ), functional AS (
         SELECT st.functional_currency FROM gl.setting AS st
     ), per_account AS (
@@ -79,7 +92,8 @@ AS $$
         FROM batch.run AS r
         JOIN batch.range AS rg ON rg.batch_id = r.batch_id
         JOIN batch.range_total AS rt ON rt.range_id = rg.range_id
-        WHERE r.period = p_period AND r.status = 'COMMITTED'
+        WHERE r.period = p_period
+          AND (r.batch_id = p_batch_id OR p_batch_id IS NULL AND r.status = 'COMMITTED')
         GROUP BY rg.batch_id, rt.currency
     ), committed AS (
         SELECT r.batch_id, r.line_count,
@@ -87,7 +101,8 @@ AS $$
                coalesce(sum(x.functional_credit), 0) AS credit
         FROM batch.run AS r
         LEFT JOIN recorded AS x ON x.batch_id = r.batch_id
-        WHERE r.period = p_period AND r.status = 'COMMITTED'
+        WHERE r.period = p_period
+          AND (r.batch_id = p_batch_id OR p_batch_id IS NULL AND r.status = 'COMMITTED')
         GROUP BY r.batch_id, r.line_count
     ), report AS (
         SELECT 1 AS kind_order, 'ACCOUNT' AS row_kind,
@@ -108,8 +123,11 @@ AS $$
                coalesce(sum(m.credit), 0),
                coalesce(sum(m.debit), 0) - coalesce(sum(m.credit), 0),
                coalesce(sum(m.debit), 0) = coalesce(sum(m.credit), 0),
-               format('%s lines of %s committed batch(es)', coalesce(sum(m.lines), 0),
-                      (SELECT count(*) FROM committed))
+               CASE WHEN p_batch_id IS NULL
+                    THEN format('%s lines of %s committed batch(es)', coalesce(sum(m.lines), 0),
+                                (SELECT count(*) FROM committed))
+                    ELSE format('%s lines of batch %s', coalesce(sum(m.lines), 0), p_batch_id)
+               END
         FROM per_account AS m
         UNION ALL
         SELECT 3, 'BATCH', NULL, NULL, NULL, coalesce(c.batch_id, b.batch_id),
@@ -122,6 +140,7 @@ AS $$
                AND coalesce(b.lines, 0) = coalesce(c.line_count, 0),
                CASE WHEN c.batch_id IS NULL
                     THEN 'ledger lines of a batch that is not a committed batch of the period'
+                         || CASE WHEN p_batch_id IS NOT NULL THEN ' (or not this batch)' ELSE '' END
                     ELSE format('run recorded %s lines, debits %s, credits %s',
                                 coalesce(c.line_count, 0), c.debit, c.credit) END
         FROM committed AS c
@@ -142,4 +161,4 @@ AS $$
     ORDER BY t.kind_order, t.account_code, t.batch_id, t.currency
 $$;
 
-GRANT EXECUTE ON FUNCTION gl.trial_balance(text) TO monthend_runner, monthend_auditor;
+GRANT EXECUTE ON FUNCTION gl.trial_balance(text, bigint) TO monthend_runner, monthend_auditor;

@@ -41,7 +41,7 @@ SELECT r.batch_id,
        tot.rows_total,
        g.rows_done,
        CASE WHEN tot.rows_total > 0 THEN round(100.0 * g.rows_done / tot.rows_total, 1)
-            WHEN r.status IN ('VALIDATED', 'COMMITTED') THEN 100.0
+            WHEN r.status IN ('VALIDATED', 'DRAFT', 'COMMITTED') THEN 100.0
        END AS percent_done,
        g.je_done,
        g.first_claim_at,
@@ -79,7 +79,8 @@ SELECT r.batch_id,
        round(100.0 * r.dead_letter_rows / nullif(r.source_rows, 0), 3) AS dead_letter_percent,
        coalesce(p.processing AND p.active_since <= clock_timestamp() - s.warmup, false)
            AS warmed_up,
-       r.kind
+       r.kind,
+       r.mode
 FROM batch.run AS r
 CROSS JOIN LATERAL (
     SELECT batch.monitor_setting_value('target_source_rows_per_second') AS target_rps,
@@ -159,7 +160,7 @@ CROSS JOIN LATERAL (
 ) AS pk
 CROSS JOIN LATERAL (
     SELECT CASE WHEN NOT p.processing AND r.status IN ('ALLOCATED', 'PROCESSED', 'VALIDATED',
-                                                      'COMMITTED') THEN 0
+                                                      'DRAFT', 'COMMITTED') THEN 0
                 WHEN p.processing AND coalesce(c.current_rps, 0) > 0
                     THEN (tot.rows_total - g.rows_done) / c.current_rps
                 WHEN p.processing AND c.average_rps > 0

@@ -43,6 +43,15 @@ WITH conn AS (
 ), stmts AS (
     SELECT coalesce(bool_and(s.available), true) AS available, min(s.note) AS note
     FROM batch.statement_stats(1) AS s
+), drafts AS (
+    -- Drafts hold their staging tables' space until finalized or discarded.
+    SELECT count(*) FILTER (WHERE r.started_at < clock_timestamp() - st.draft_max_age) AS old,
+           count(*) AS drafts,
+           min(r.batch_id) FILTER (WHERE r.started_at < clock_timestamp() - st.draft_max_age)
+               AS oldest,
+           max(st.draft_max_age) AS max_age
+    FROM gl.setting AS st
+    LEFT JOIN batch.run AS r ON r.mode = 'DRAFT' AND r.status NOT IN ('COMMITTED', 'CANCELLED')
 ), checks (check_name, status, penalty, value, detail, action) AS (
     SELECT 'connections',
            CASE WHEN c.used > 0.95 * c.usable THEN 'CRITICAL'
@@ -154,6 +163,18 @@ WITH conn AS (
            coalesce(s.note, 'pg_stat_statements is collecting statement times'),
            'Without it batch.health_slow_statements and the dashboard show no query times'
     FROM stmts AS s
+    UNION ALL
+    SELECT 'old_drafts',
+           CASE WHEN d.old > 0 THEN 'WARNING' ELSE 'OK' END,
+           CASE WHEN d.old > 0 THEN 5 ELSE 0 END,
+           d.old || '/' || d.drafts,
+           format('drafts older than gl.setting.draft_max_age (%s), of %s unfinished drafts',
+                  d.max_age, d.drafts),
+           CASE WHEN d.old > 0
+                THEN format('Finalize or discard them (monthend finalize %s / monthend discard '
+                            '%s): their staging tables hold space', d.oldest, d.oldest)
+                ELSE 'Nothing to do' END
+    FROM drafts AS d
 )
 SELECT ch.check_name, ch.status, ch.penalty, ch.value, ch.detail, ch.action
 FROM checks AS ch;

@@ -21,7 +21,8 @@ SELECT ap.period,
 FROM gl.accounting_period AS ap
 LEFT JOIN (SELECT x.period,
                   count(*) FILTER (WHERE x.status = 'COMMITTED') AS committed,
-                  count(*) FILTER (WHERE x.status NOT IN ('COMMITTED', 'CANCELLED')) AS active
+                  count(*) FILTER (WHERE x.status NOT IN ('COMMITTED', 'CANCELLED', 'SUPERSEDED'))
+                      AS active
            FROM batch.run AS x GROUP BY x.period) AS r ON r.period = ap.period
 LEFT JOIN (SELECT pd.period, count(*) AS open_rows
            FROM batch.period_dead_letter AS pd GROUP BY pd.period) AS d

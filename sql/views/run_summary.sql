@@ -28,7 +28,8 @@ SELECT r.batch_id,
        r.kind,
        r.reverses_batch_id,
        r.reversal_reason,
-       r.reversal_method
+       r.reversal_method,
+       r.mode
 FROM batch.run AS r
 LEFT JOIN LATERAL (
     SELECT count(*) FILTER (WHERE rg.status = 'DONE')    AS ranges_done,
