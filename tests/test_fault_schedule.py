@@ -2,9 +2,11 @@
 hits (after k ranges are done, or inside pre-flight, allocation, validation,
 the commit's attach, the commit's seal or post-processing: faults.HOLD_POINTS),
 the number of workers,
-the data set, and how the run is recovered; the run is held at that point, the
-fault injected, the batch recovered, and faults.check_invariants compares the
-result with a clean run of the same data.
+the data set, how the run is recovered, and whether it is a final run or a
+draft (a draft meets the points before its commit; recovered, it is built to
+DRAFT and then finalized); the run is held at that point, the fault injected,
+the batch recovered, and faults.check_invariants compares the result with a
+clean run of the same data.
 
 The default run plays QUICK_SEEDS; `pytest -m slow` (make test-faults) plays
 SLOW_ITERATIONS seeds from SLOW_FIRST_SEED. A failure names its seed and plan;
@@ -59,7 +61,7 @@ from monthend import db
 from monthend.embedded import EmbeddedCluster
 
 SEED_VARIABLE = "MONTHEND_FAULT_SEED"
-QUICK_SEEDS = (2, 7, 17)
+QUICK_SEEDS = (2, 7, 17, 1013)
 SLOW_FIRST_SEED = int(os.environ.get("MONTHEND_FAULT_FIRST_SEED", "1000"))
 SLOW_ITERATIONS = int(os.environ.get("MONTHEND_FAULT_ITERATIONS", "100"))
 
@@ -81,6 +83,8 @@ FAULT_POINTS: dict[str, tuple[str, ...]] = {
 PRIVATE_FAULTS = {"backend_sigkill", "server_stop"}
 DATASETS = (DEFAULT, Dataset(txns=2000, bad_rows="0.05", seed=3, range_size=150))
 TIMEOUTS = {"statement_timeout": "3s", "lock_timeout": "2s"}
+# The points a draft's own run passes (its commit is the finalize's).
+DRAFT_POINTS = ("preflight", "allocation", "processing", "validation")
 
 
 @dataclass(frozen=True)
@@ -100,6 +104,8 @@ class Plan:
     recovery: str
     # joiner_sigkill: which of the two processes is killed.
     victim: str
+    # FINAL: a run; DRAFT: a draft, recovered to DRAFT, then finalized.
+    mode: str = "FINAL"
 
     @classmethod
     def from_seed(cls, seed: int) -> Plan:
@@ -112,11 +118,15 @@ class Plan:
         phases = [p for p in FAULT_POINTS[fault] if p != "processing"]
         # Most of a run is processing: the kill point is there four times in ten.
         point = "processing" if not phases or rng.random() < 0.4 else rng.choice(phases)
-        return cls(seed=seed, fault=fault, point=point,
-                   after_ranges=rng.randint(1, 5), workers=rng.randint(1, 3),
-                   dataset=rng.choice(DATASETS), orphans=rng.choice(["die", "finish"]),
-                   resume_early=rng.random() < 0.5, recovery=rng.choice(["driver", "resume"]),
-                   victim=rng.choice(["driver", "joiner"]))
+        plan = dict(seed=seed, fault=fault, point=point,
+                    after_ranges=rng.randint(1, 5), workers=rng.randint(1, 3),
+                    dataset=rng.choice(DATASETS), orphans=rng.choice(["die", "finish"]),
+                    resume_early=rng.random() < 0.5,
+                    recovery=rng.choice(["driver", "resume"]),
+                    victim=rng.choice(["driver", "joiner"]))
+        # Drawn last, so the draws above are what they were before drafts.
+        mode = "DRAFT" if point in DRAFT_POINTS and rng.random() < 0.3 else "FINAL"
+        return cls(**plan, mode=mode)
 
     def __str__(self) -> str:
         detail = {"driver_sigkill": f", orphans {self.orphans}, resume "
@@ -126,7 +136,8 @@ class Plan:
                   "joiner_sigkill": f", {self.victim} killed"}.get(self.fault, "")
         where = (f"after {self.after_ranges} ranges" if self.point == "processing"
                  else f"during {self.point}")
-        return (f"seed {self.seed}: {self.fault} {where}, {self.workers} workers, "
+        draft = " of a draft" if self.mode == "DRAFT" else ""
+        return (f"seed {self.seed}: {self.fault} {where}{draft}, {self.workers} workers, "
                 f"{self.dataset.txns} rows of seed {self.dataset.seed} in ranges of "
                 f"{self.dataset.range_size}{detail}")
 
@@ -160,16 +171,21 @@ class Trial:
                                 **{self.plan.fault: TIMEOUTS[self.plan.fault]})
         return self.target
 
+    @property
+    def done(self) -> str:
+        """The status a recovered batch ends in: a draft stops at DRAFT."""
+        return "DRAFT" if self.plan.mode == "DRAFT" else "COMMITTED"
+
     def resume(self) -> None:
         proc = monthend_cli(self.driver_target(), "resume", str(self.batch_id), "--json")
         assert proc.returncode == 0, f"resume exited {proc.returncode}: {proc.stderr}"
-        assert json.loads(proc.stdout)["status"] == "COMMITTED"
+        assert json.loads(proc.stdout)["status"] == self.done
 
     def settle(self, proc: Any) -> None:
         """The driver recovers, or fails saying how to finish; then resume does."""
         code, out, err = finish(proc)
         if code == 0:
-            assert json.loads(out)["status"] == "COMMITTED", out
+            assert json.loads(out)["status"] == self.done, out
             return
         assert code == 1, f"driver exited {code}: {err}"
         assert f"monthend resume {self.batch_id}" in err, err
@@ -194,14 +210,19 @@ class Trial:
         hold = RunHold(self.target.conninfo, self.conn, plan.point, plan.after_ranges,
                        1 if timeout else plan.workers, plan.dataset.period).install()
         try:
+            draft = ("--draft",) if plan.mode == "DRAFT" else ()
             proc = start_cli(self.driver_target(),
-                             *plan.dataset.run_args(plan.workers, "--max-attempts", "3"))
+                             *plan.dataset.run_args(plan.workers, "--max-attempts", "3", *draft))
             reached = hold.reach(proc, wait_phase=not (timeout and plan.point in PHASES_ONLY))
             self.batch_id = reached["batch_id"]
             getattr(self, plan.fault)(hold, proc, reached)
         finally:
             hold.close()
         self.reconnect()
+        if plan.mode == "DRAFT":
+            proc = monthend_cli(self.target, "finalize", str(self.batch_id), "--json")
+            assert proc.returncode == 0, f"finalize exited {proc.returncode}: {proc.stderr}"
+            assert json.loads(proc.stdout)["status"] == "COMMITTED"
         check_invariants(self.conn, plan.dataset.period, clean=clean)
 
     # --- the faults; each leaves the batch committed ---------------------------------
@@ -216,7 +237,7 @@ class Trial:
             hold.release()
             code, out, err = finish(resumer)
             assert code == 0, f"resume exited {code}: {err}"
-            assert json.loads(out)["status"] == "COMMITTED", out
+            assert json.loads(out)["status"] == self.done, out
         else:
             hold.release()
             if self.plan.orphans == "finish":
@@ -364,4 +385,7 @@ def test_plans_cover_every_fault_and_point():
         assert min(Counter(p.fault for p in slow).values()) >= 2
     assert {(p.fault, p.point) for p in plans} == {
         (f, p) for f, points in FAULT_POINTS.items() for p in points}
+    # Drafts meet every fault at every point before their commit.
+    assert {(p.fault, p.point) for p in plans if p.mode == "DRAFT"} == {
+        (f, p) for f, points in FAULT_POINTS.items() for p in points if p in DRAFT_POINTS}
     assert [Plan.from_seed(s) for s in range(SLOW_FIRST_SEED, SLOW_FIRST_SEED + 1000)] == plans
