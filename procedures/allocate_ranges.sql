@@ -92,6 +92,15 @@ BEGIN
     END IF;
 
     PERFORM batch.create_batch_stage(p_batch_id, v_run.period);
+    -- A draft's late rows (read through the ranges just cut) and the FX rates
+    -- of their periods complete the fingerprint its pre-flight began.
+    IF v_run.mode = 'DRAFT' THEN
+        UPDATE batch.run AS r
+           SET input_fingerprint = r.input_fingerprint
+                                   || batch.draft_input_fingerprint(p_batch_id,
+                                                                    '{late_rows,fx_rates}')
+         WHERE r.batch_id = p_batch_id;
+    END IF;
 
     UPDATE batch.run
        SET status = 'ALLOCATED', je_id_base = v_je_id_base, range_count = v_ranges

@@ -15,7 +15,7 @@
 -- A late row is claimed in its own period's partition (the claim keys hold
 -- whichever period posts it); its entries come after the period's own.
 -- A draft (mode DRAFT) records the fingerprint of its inputs here
--- (batch.draft_input_fingerprint).
+-- (batch.draft_input_fingerprint; the part of its late rows at allocation).
 -- Leaves the batch PREFLIGHTED.
 CREATE OR REPLACE PROCEDURE batch.preflight(p_batch_id bigint)
 LANGUAGE plpgsql
@@ -445,14 +445,6 @@ BEGIN
            je_number_base = v_numbers_used,
            late_periods = v_claim_periods[2:]
      WHERE r.batch_id = p_batch_id;
-    -- The late rows a draft took, and the FX rates of their periods.
-    IF v_mode = 'DRAFT' THEN
-        UPDATE batch.run AS r
-           SET input_fingerprint = r.input_fingerprint
-                                   || batch.draft_input_fingerprint(p_batch_id,
-                                                                    '{late_rows,fx_rates}')
-         WHERE r.batch_id = p_batch_id;
-    END IF;
     PERFORM batch.record_phase_time(p_batch_id, 'preflight', v_started);
 
     PERFORM batch.log_event(p_batch_id, 'PREFLIGHT_DONE',

@@ -116,6 +116,9 @@ def test_status_metrics_and_health_show_a_draft(target, conn, tmp_path) -> None:
     assert status.returncode == 0, status.stderr
     assert status.stdout.startswith(f"draft {built['batch_id']} built: ")
     assert f"`monthend finalize {built['batch_id']}`" in status.stdout
+    watch = monthend_cli(target, "watch", str(built["batch_id"]), "--once")
+    assert watch.returncode == 0, watch.stderr
+    assert f"monthend draft batch {built['batch_id']} · {PERIOD} · DRAFT · draft" in watch.stdout
 
     path = tmp_path / "monthend.prom"
     monthend_cli(target, "metrics", "--textfile", str(path), check=True)
@@ -470,3 +473,40 @@ def test_diff_of_two_drafts_shows_what_a_rule_change_moves(target, conn) -> None
     assert monthend_cli(target, "discard", str(before["batch_id"])).returncode == 0
     assert conn.execute("SELECT count(*) AS n FROM pg_class WHERE relname = %s",
                         (f"stage_journal_entry_line_{before['batch_id']}",)).fetchone()["n"] == 0
+
+
+def test_a_draft_with_late_rows_is_finalized_only_while_they_are_unchanged(target,
+                                                                          conn) -> None:
+    """Late rows of a closed period (late_row_policy NEXT_OPEN_PERIOD) are part of
+    what a draft is built from: changed upstream, they refuse its finalize."""
+    for period, seed in (("2025-01", "1"), ("2025-02", "2")):
+        monthend_cli(target, "generate", "--period", period, "--txns", "200", "--seed", seed,
+                     check=True)
+    monthend_cli(target, "run", "--period", "2025-01", "--json", check=True)
+    conn.execute("CALL gl.close_period('2025-01')")
+    conn.execute("UPDATE gl.setting SET late_row_policy = 'NEXT_OPEN_PERIOD'")
+    conn.execute("INSERT INTO subledger.premium_transaction (txn_id, policy_id, payment_date, "
+                 "txn_type, line_of_business, amount, currency) VALUES "
+                 "(900001, 7, '2025-01-15', 'RENEWAL', 'HOME', 100.00, 'USD')")
+    proc = monthend_cli(target, "run", "--period", "2025-02", "--draft", "--json")
+    assert proc.returncode == 0, proc.stderr
+    built = json.loads(proc.stdout)
+    fingerprint = conn.execute("SELECT input_fingerprint, late_periods FROM batch.run "
+                               "WHERE batch_id = %s", (built["batch_id"],)).fetchone()
+    assert fingerprint["late_periods"] == ["2025-01"]
+    assert fingerprint["input_fingerprint"]["late_rows"]["rows"] == 1
+
+    conn.execute("UPDATE subledger.premium_transaction SET amount = 101.00 "
+                 "WHERE txn_id = 900001")
+    _, err = finalize(target, built["batch_id"], expect=2)
+    assert ("what it was built from has changed: late rows of closed periods it took "
+            "(rows changed in place)") in err
+    conn.execute("UPDATE subledger.premium_transaction SET amount = 100.00 "
+                 "WHERE txn_id = 900001")
+    result, _ = finalize(target, built["batch_id"])
+    assert result["digest"] == built["digest"]
+    late = conn.execute("SELECT count(*) AS n, min(source_date) AS source_date "
+                        "FROM gl.journal_entry_header WHERE source_id = 900001 "
+                        "AND source_type = 'PREMIUM'").fetchone()
+    assert (late["n"], str(late["source_date"])) == (3, "2025-01-15")
+    assert monthend_cli(target, "verify").returncode == 0
