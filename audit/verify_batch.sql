@@ -342,7 +342,7 @@ BEGIN
     --    which makes the rebuild the sealed content itself.
     RETURN QUERY
     WITH dmg AS (
-        SELECT rg.range_id, rg.range_no, rg.claim_period, rg.source_type, rg.lo_source_id,
+        SELECT rg.range_no, rg.claim_period, rg.source_type, rg.lo_source_id,
                rg.hi_source_id, v_run.je_id_base + rg.je_offset AS lo_je_id,
                v_run.je_id_base + rg.je_offset + rg.je_count - 1 AS hi_je_id,
                (SELECT decode(x ->> 'digest', 'hex')
@@ -367,7 +367,11 @@ BEGIN
             FROM batch.range_journal_line(p_batch_id, v_run.period, d.claim_period,
                                           d.source_type, d.lo_source_id, d.hi_source_id,
                                           v_run.je_id_base, v_run.je_number_base,
-                                          batch.range_late_source_ids(d.range_id)) AS l
+                                          CASE WHEN d.claim_period <> v_run.period
+                                               THEN batch.range_late_source_ids(
+                                                        p_batch_id, d.claim_period,
+                                                        d.source_type, d.lo_source_id,
+                                                        d.hi_source_id) END) AS l
             OFFSET 0
         ) AS e
     ), side_by_side AS MATERIALIZED (

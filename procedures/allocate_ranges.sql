@@ -19,6 +19,7 @@ DECLARE
     v_rows       bigint;
     v_jes        bigint;
     v_claims     text;
+    v_late       boolean;
 BEGIN
     SELECT * INTO v_run FROM batch.run AS r WHERE r.batch_id = p_batch_id FOR UPDATE;
     IF NOT FOUND THEN
@@ -52,30 +53,40 @@ BEGIN
     EXECUTE format('ANALYZE batch.%I', v_claims);
     ANALYZE gl.currency, gl.fx_rate, gl.posting_rule, gl.journal_template, gl.setting;
 
+    -- A batch without late rows reads its one table and cuts per source type
+    -- alone: with the claims period in the window and the grouping, the
+    -- planner may sort each source type's claims again by bucket (measured at
+    -- 500k claims, EXPLAIN ANALYZE, twice each: that form 296-353 ms, this one
+    -- 237-246 ms).
+    v_late := v_run.kind = 'RUN' AND cardinality(v_run.late_periods) > 0;
     EXECUTE format($q$
     INSERT INTO batch.range (batch_id, range_no, claim_period, source_type, lo_source_id,
                              hi_source_id, row_count, je_offset, je_count)
     SELECT $1,
            row_number() OVER (ORDER BY b.je_offset),
-           b.claim_period, b.source_type, b.lo_source_id, b.hi_source_id, b.row_count,
-           b.je_offset,
+           %2$s, b.source_type, b.lo_source_id, b.hi_source_id, b.row_count, b.je_offset,
            coalesce(lead(b.je_offset) OVER (ORDER BY b.je_offset), $2) - b.je_offset
     FROM (
-        SELECT c.claim_period, c.source_type, c.bucket, min(c.source_id) AS lo_source_id,
+        SELECT %3$s c.source_type, c.bucket, min(c.source_id) AS lo_source_id,
                max(c.source_id) AS hi_source_id, count(*) AS row_count,
                min(c.je_offset) AS je_offset
         FROM (
-            SELECT %2$s AS claim_period, sc.source_type, sc.source_id, sc.je_offset,
-                   (row_number() OVER (PARTITION BY %2$s, sc.source_type
+            SELECT %4$s sc.source_type, sc.source_id, sc.je_offset,
+                   (row_number() OVER (PARTITION BY %6$s sc.source_type
                                        ORDER BY sc.source_id) - 1) / $3 AS bucket
             FROM batch.%1$I AS sc
-            WHERE sc.batch_id = $1 %3$s
+            WHERE sc.batch_id = $1 %5$s
         ) AS c
-        GROUP BY c.claim_period, c.source_type, c.bucket
+        GROUP BY %3$s c.source_type, c.bucket
     ) AS b
-    $q$, CASE v_run.kind WHEN 'REVERSAL' THEN 'source_reversal' ELSE 'source_claim' END,
-         CASE v_run.kind WHEN 'REVERSAL' THEN 'NULL::text' ELSE 'sc.period' END,
-         CASE v_run.kind WHEN 'REVERSAL' THEN '' ELSE 'AND sc.period = ANY ($4)' END)
+    $q$,
+    CASE WHEN v_late THEN 'source_claim' ELSE v_claims END,
+    CASE WHEN v_late THEN 'b.claim_period'
+         WHEN v_run.kind = 'RUN' THEN '$4[1]' ELSE 'NULL::text' END,
+    CASE WHEN v_late THEN 'c.claim_period,' ELSE '' END,
+    CASE WHEN v_late THEN 'sc.period AS claim_period,' ELSE '' END,
+    CASE WHEN v_late THEN 'AND sc.period = ANY ($4)' ELSE '' END,
+    CASE WHEN v_late THEN 'sc.period,' ELSE '' END)
     USING p_batch_id, v_run.je_count, v_run.range_size, v_run.period || v_run.late_periods;
     GET DIAGNOSTICS v_ranges = ROW_COUNT;
 
@@ -92,16 +103,6 @@ BEGIN
     END IF;
 
     PERFORM batch.create_batch_stage(p_batch_id, v_run.period);
-    -- A draft's late rows (read through the ranges just cut) and the FX rates
-    -- of their periods complete the fingerprint its pre-flight began.
-    IF v_run.mode = 'DRAFT' THEN
-        UPDATE batch.run AS r
-           SET input_fingerprint = r.input_fingerprint
-                                   || batch.draft_input_fingerprint(p_batch_id,
-                                                                    '{late_rows,fx_rates}')
-         WHERE r.batch_id = p_batch_id;
-    END IF;
-
     UPDATE batch.run
        SET status = 'ALLOCATED', je_id_base = v_je_id_base, range_count = v_ranges
      WHERE batch_id = p_batch_id;

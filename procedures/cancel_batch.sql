@@ -13,14 +13,14 @@ BEGIN
     SELECT * INTO v_run FROM batch.run AS r WHERE r.batch_id = p_batch_id FOR UPDATE;
     IF NOT FOUND THEN
         RAISE EXCEPTION 'batch % does not exist', p_batch_id USING ERRCODE = 'no_data_found';
-    ELSIF v_run.status IN ('COMMITTED', 'CANCELLED', 'SUPERSEDED') THEN
+    ELSIF v_run.mode = 'DRAFT' AND v_run.status NOT IN ('COMMITTED', 'CANCELLED') THEN
+        RAISE EXCEPTION 'batch % is a draft; a draft is discarded, not cancelled', p_batch_id
+            USING ERRCODE = 'object_not_in_prerequisite_state',
+                  HINT = format('Remove it and all it holds with "monthend discard %s".', p_batch_id);
+    ELSIF v_run.status IN ('COMMITTED', 'CANCELLED') THEN
         RAISE EXCEPTION 'batch % is % and cannot be cancelled', p_batch_id, v_run.status
             USING ERRCODE = 'object_not_in_prerequisite_state',
-                  HINT = CASE v_run.status
-                             WHEN 'SUPERSEDED'
-                                 THEN format('A superseded draft is removed with "monthend discard %s".',
-                                             p_batch_id)
-                             ELSE 'A committed batch is corrected with reversing entries.' END;
+                  HINT = 'A committed batch is corrected with reversing entries.';
     END IF;
 
     CALL batch.release_batch(p_batch_id, v_released);

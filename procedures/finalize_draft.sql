@@ -4,7 +4,8 @@
 -- lock (and its late rows' periods'), the inputs' fingerprint is computed again
 -- (batch.draft_input_fingerprint) and compared with the one recorded at the
 -- draft's pre-flight; the period must still be OPEN with the numbering the
--- draft was numbered from. Any difference refuses, naming what changed, and
+-- draft was numbered from, and the periods of its late rows still closed with
+-- no open period between them and it. Any difference refuses, naming what changed, and
 -- leaves the draft as it was. Leaves the batch COMMITTED (mode DRAFT says it
 -- was reviewed as a draft first).
 CREATE OR REPLACE PROCEDURE batch.finalize_draft(p_batch_id bigint)
@@ -62,10 +63,28 @@ BEGIN
                                 v_run.period);
     END IF;
 
+    -- Its late rows were taken from closed periods with no open period between
+    -- them and this one: still so, or a reopened period's run must have them.
+    SELECT string_agg(format('%s is %s', ap.period, ap.status), ', ' ORDER BY ap.period)
+      INTO v_changed
+      FROM gl.accounting_period AS ap
+     WHERE ap.period >= (SELECT min(p.period) FROM unnest(v_run.late_periods) AS p (period))
+       AND ap.period < v_run.period
+       AND (ap.period = ANY (v_run.late_periods)
+            AND ap.status NOT IN ('CLOSED', 'PERMANENTLY_CLOSED')
+            OR ap.status = 'OPEN');
+    IF v_changed IS NOT NULL THEN
+        RAISE EXCEPTION 'draft % cannot be finalized: it posts late rows of % which are no longer left to %: %',
+                        p_batch_id, array_to_string(v_run.late_periods, ', '), v_run.period,
+                        v_changed
+            USING ERRCODE = 'object_not_in_prerequisite_state',
+                  HINT = format('Build it again with "monthend run --period %s --draft" (it replaces this one), or discard it with "monthend discard %s".',
+                                v_run.period, p_batch_id);
+    END IF;
+
     v_now := batch.draft_input_fingerprint(p_batch_id);
     SELECT string_agg(CASE k.key
                           WHEN 'source_rows' THEN format('source rows of %s', v_run.period)
-                          WHEN 'late_rows' THEN 'late rows of closed periods it took'
                           WHEN 'fx_rates' THEN 'FX rates (gl.fx_rate)'
                           WHEN 'posting_rules' THEN 'posting rules (gl.posting_rule)'
                           WHEN 'journal_templates' THEN 'journal templates (gl.journal_template)'
@@ -92,12 +111,13 @@ BEGIN
     PERFORM audit.append('DRAFT_FINALIZED', jsonb_build_object(
         'batch_id', p_batch_id, 'period', v_run.period, 'digest', encode(v_run.digest, 'hex'),
         'input_fingerprint', v_now));
-    -- Out of the drafts' tables, into the ledger's (both catalog changes).
+    -- Out of the drafts' tables, into the ledger's (both catalog changes);
+    -- lines before headers, the order every reader and writer of them uses.
     IF to_regclass(format('batch.stage_journal_entry_header_%s', p_batch_id)) IS NOT NULL THEN
-        EXECUTE format('ALTER TABLE batch.draft_journal_entry_header DETACH PARTITION batch.%I',
-                       'stage_journal_entry_header_' || p_batch_id);
         EXECUTE format('ALTER TABLE batch.draft_journal_entry_line DETACH PARTITION batch.%I',
                        'stage_journal_entry_line_' || p_batch_id);
+        EXECUTE format('ALTER TABLE batch.draft_journal_entry_header DETACH PARTITION batch.%I',
+                       'stage_journal_entry_header_' || p_batch_id);
     END IF;
     UPDATE batch.run AS r SET status = 'VALIDATED' WHERE r.batch_id = p_batch_id;
     CALL batch.commit_batch(p_batch_id);

@@ -15,7 +15,7 @@
 -- A late row is claimed in its own period's partition (the claim keys hold
 -- whichever period posts it); its entries come after the period's own.
 -- A draft (mode DRAFT) records the fingerprint of its inputs here
--- (batch.draft_input_fingerprint; the part of its late rows at allocation).
+-- (batch.draft_input_fingerprint).
 -- Leaves the batch PREFLIGHTED.
 CREATE OR REPLACE PROCEDURE batch.preflight(p_batch_id bigint)
 LANGUAGE plpgsql
@@ -113,42 +113,28 @@ BEGIN
          WHERE r.batch_id = p_batch_id;
     END IF;
 
-    -- Late rows this run takes: noted strays and open dead letters dated in a
-    -- closed period whose first open successor is this one. Their periods
-    -- are locked too (after this one's: a closed period's lock is otherwise
-    -- taken only by its own transitions and by reversals of its batches,
-    -- which lock in period order from it), so upstream changes to them wait.
+    -- Late rows this run takes (batch.late_row_candidate). Their periods are
+    -- locked first (after this one's: a closed period's lock is otherwise
+    -- taken only by its own transitions and by reversals of its batches, which
+    -- lock in period order from it), so upstream changes to them wait; the
+    -- rows are read once the locks are held, and only those of the locked
+    -- periods are taken (a row that moved meanwhile stays noted). A stray is
+    -- deleted only once its row is taken.
     SELECT st.late_row_policy INTO v_policy FROM gl.setting AS st;
+    SELECT v_period || coalesce(array_agg(x.claim_period ORDER BY x.claim_period), '{}')
+      INTO v_claim_periods
+      FROM (SELECT DISTINCT c.claim_period FROM batch.late_row_candidate(v_period) AS c) AS x;
+    PERFORM pg_advisory_xact_lock(batch.period_lock_key(p.period))
+       FROM unnest(v_claim_periods[2:]) AS p (period);
     PERFORM 'PRAGMA:TABLE: preflight_late_row (source_type text, source_id bigint, '
             'claim_period text)';
     CREATE TEMPORARY TABLE preflight_late_row ON COMMIT DROP AS
-    SELECT DISTINCT s.source_type, s.source_id, ap.period AS claim_period
-    FROM (SELECT st.source_type, st.source_id FROM subledger.stray_transaction AS st
-          UNION
-          SELECT d.source_type, d.source_id FROM batch.dead_letter AS d
-          WHERE d.status = 'OPEN') AS w
-    JOIN subledger.source_transaction AS s
-      ON s.source_type = w.source_type AND s.source_id = w.source_id
-    JOIN gl.accounting_period AS ap ON s.txn_date BETWEEN ap.start_date AND ap.end_date
-    WHERE v_policy = 'NEXT_OPEN_PERIOD'
-      AND ap.status IN ('CLOSED', 'PERMANENTLY_CLOSED') AND ap.period < v_period
-      AND NOT EXISTS (SELECT FROM gl.accounting_period AS o
-                      WHERE o.status = 'OPEN' AND o.period > ap.period AND o.period < v_period)
-      AND NOT EXISTS (SELECT FROM batch.source_claim AS sc
-                      WHERE sc.period = ap.period AND sc.source_type = s.source_type
-                        AND sc.source_id = s.source_id
-                        AND NOT EXISTS (
-                            SELECT FROM batch.source_reversal AS sr
-                            JOIN batch.run AS rb
-                              ON rb.batch_id = sr.batch_id AND rb.status = 'COMMITTED'
-                            WHERE sr.period = sc.period AND sr.source_type = sc.source_type
-                              AND sr.source_id = sc.source_id
-                              AND sr.generation = sc.generation));
+    SELECT c.source_type, c.source_id, c.claim_period
+    FROM batch.late_row_candidate(v_period) AS c
+    WHERE c.claim_period = ANY (v_claim_periods[2:]);
     SELECT v_period || coalesce(array_agg(x.claim_period ORDER BY x.claim_period), '{}')
       INTO v_claim_periods
       FROM (SELECT DISTINCT l.claim_period FROM preflight_late_row AS l) AS x;
-    PERFORM pg_advisory_xact_lock(batch.period_lock_key(p.period))
-       FROM unnest(v_claim_periods[2:]) AS p (period);
     DELETE FROM subledger.stray_transaction AS st
      USING preflight_late_row AS l
      WHERE st.source_type = l.source_type AND st.source_id = l.source_id;
@@ -158,11 +144,26 @@ BEGIN
     WITH swept AS (
         DELETE FROM subledger.stray_transaction AS st
         WHERE v_policy = 'DEAD_LETTER'
+           -- Under NEXT_OPEN_PERIOD a closed period's row waits, unless a live
+           -- posting accounts for it already.
            OR NOT EXISTS (SELECT FROM subledger.source_transaction AS s
                           JOIN gl.accounting_period AS ap
                             ON s.txn_date BETWEEN ap.start_date AND ap.end_date
                           WHERE s.source_type = st.source_type AND s.source_id = st.source_id
-                            AND ap.status IN ('CLOSED', 'PERMANENTLY_CLOSED'))
+                            AND ap.status IN ('CLOSED', 'PERMANENTLY_CLOSED')
+                            AND NOT EXISTS (
+                                SELECT FROM batch.source_claim AS sc
+                                WHERE sc.period = ap.period AND sc.source_type = s.source_type
+                                  AND sc.source_id = s.source_id
+                                  AND NOT EXISTS (
+                                      SELECT FROM batch.source_reversal AS sr
+                                      JOIN batch.run AS rb
+                                        ON rb.batch_id = sr.batch_id
+                                       AND rb.status = 'COMMITTED'
+                                      WHERE sr.period = sc.period
+                                        AND sr.source_type = sc.source_type
+                                        AND sr.source_id = sc.source_id
+                                        AND sr.generation = sc.generation)))
         RETURNING st.source_type, st.source_id
     ), stray AS (
         SELECT s.source_type, s.source_id, s.amount, s.currency, s.txn_date, ap.status AS period_status

@@ -67,7 +67,11 @@ BEGIN
         CALL batch.process_reversal_range(p_range_id);
         RETURN;
     END IF;
-    v_late_ids := batch.range_late_source_ids(p_range_id);
+    IF v_range.claim_period <> v_run.period THEN
+        v_late_ids := batch.range_late_source_ids(v_run.batch_id, v_range.claim_period,
+                                                  v_range.source_type, v_range.lo_source_id,
+                                                  v_range.hi_source_id);
+    END IF;
 
     EXECUTE format($q$
         WITH line AS MATERIALIZED (

@@ -18,9 +18,11 @@ DECLARE
 BEGIN
     SELECT * INTO STRICT v_run FROM batch.run AS r WHERE r.batch_id = p_batch_id;
     IF NOT p_keep_entries THEN
+        -- Lines before headers: a draft's are partitions of the drafts' tables,
+        -- which readers lock in that order.
         EXECUTE format('DROP TABLE IF EXISTS batch.%I, batch.%I',
-                       'stage_journal_entry_header_' || p_batch_id,
-                       'stage_journal_entry_line_' || p_batch_id);
+                       'stage_journal_entry_line_' || p_batch_id,
+                       'stage_journal_entry_header_' || p_batch_id);
     END IF;
 
     -- Late rows it took (claimed, or dead-lettered again) are noted again:

@@ -79,8 +79,7 @@ BEGIN
         RAISE EXCEPTION 'period % already has an unfinished batch % (status %)',
                         p_period, v_active_batch, v_active_state
             USING ERRCODE = 'lock_not_available',
-                  HINT = format('Wait for it, or finish it with "monthend resume %s", or abandon it with "monthend cancel %s".',
-                                v_active_batch, v_active_batch);
+                  HINT = batch.unfinished_batch_hint(v_active_batch);
     END;
 
     PERFORM batch.log_event(p_batch_id, 'BATCH_STARTED',

@@ -210,12 +210,14 @@ BEGIN
     PERFORM batch.record_phase_time(p_batch_id, 'validation', v_started);
     PERFORM batch.log_event(p_batch_id, 'VALIDATED', 'pre-commit validation passed');
     IF v_run.mode = 'DRAFT' THEN
-        -- Readable with the other drafts (reports, diff): see V017.
+        -- Readable with the other drafts (reports, diff): see V017. Lines
+        -- before headers, the order readers lock them in (batch.batch_movement)
+        -- and finalize and discard do.
         IF to_regclass(format('batch.%I', v_header_tbl)) IS NOT NULL THEN
-            EXECUTE format('ALTER TABLE batch.draft_journal_entry_header ATTACH PARTITION '
-                           'batch.%I FOR VALUES IN (%s)', v_header_tbl, p_batch_id);
             EXECUTE format('ALTER TABLE batch.draft_journal_entry_line ATTACH PARTITION '
                            'batch.%I FOR VALUES IN (%s)', v_line_tbl, p_batch_id);
+            EXECUTE format('ALTER TABLE batch.draft_journal_entry_header ATTACH PARTITION '
+                           'batch.%I FOR VALUES IN (%s)', v_header_tbl, p_batch_id);
         END IF;
         SELECT * INTO v_run FROM batch.run AS r WHERE r.batch_id = p_batch_id;
         PERFORM batch.log_event(p_batch_id, 'DRAFT_BUILT',

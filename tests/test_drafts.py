@@ -38,6 +38,12 @@ def draft(target: db.Target, expect: int = 0) -> dict[str, Any]:
     return json.loads(proc.stdout)
 
 
+def draft_of(target: db.Target, period: str) -> dict[str, Any]:
+    proc = monthend_cli(target, "run", "--period", period, "--draft", "--json")
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    return json.loads(proc.stdout)
+
+
 def finalize(target: db.Target, batch_id: int, expect: int = 0
              ) -> tuple[dict[str, Any], str]:
     proc = monthend_cli(target, "finalize", str(batch_id), "--json")
@@ -72,7 +78,7 @@ def test_a_draft_leaves_the_ledger_and_the_numbering_untouched(target, conn) -> 
                          ).fetchone()["payload"]
     assert built["digest"] == result["digest"]
     assert set(built["input_fingerprint"]) == {
-        "source_rows", "late_rows", "posting_rules", "journal_templates", "currencies",
+        "source_rows", "posting_rules", "journal_templates", "currencies",
         "accounts", "lines_of_business", "fx_rates", "settings"}
     assert sum(t["rows"] for t in built["input_fingerprint"]["source_rows"].values()) == \
         DEFAULT.txns - conn.execute(
@@ -293,6 +299,11 @@ def test_a_new_draft_replaces_the_period_draft(target, conn) -> None:
     # A superseded draft is not a batch to cancel, and the period has one draft.
     proc = monthend_cli(target, "cancel", str(second["batch_id"]))
     assert proc.returncode == 2 and "monthend discard" in proc.stderr
+    proc = monthend_cli(target, "resume", str(second["batch_id"]))
+    assert proc.returncode == 2 and f"draft {second['batch_id']} was superseded" in proc.stderr
+    proc = monthend_cli(target, "report", "large-transactions", "--batch",
+                        str(second["batch_id"]))
+    assert proc.returncode == 2 and "was superseded" in proc.stderr
     result, _ = finalize(target, third["batch_id"])
     assert result["status"] == "COMMITTED"
 
@@ -475,10 +486,10 @@ def test_diff_of_two_drafts_shows_what_a_rule_change_moves(target, conn) -> None
                         (f"stage_journal_entry_line_{before['batch_id']}",)).fetchone()["n"] == 0
 
 
-def test_a_draft_with_late_rows_is_finalized_only_while_they_are_unchanged(target,
-                                                                          conn) -> None:
-    """Late rows of a closed period (late_row_policy NEXT_OPEN_PERIOD) are part of
-    what a draft is built from: changed upstream, they refuse its finalize."""
+def test_a_draft_holds_its_late_rows_and_their_periods_closed(target, conn) -> None:
+    """Late rows of a closed period (late_row_policy NEXT_OPEN_PERIOD) a draft
+    claims stay frozen while it holds them, and it is not finalized once their
+    period is reopened (that period's run must have them then)."""
     for period, seed in (("2025-01", "1"), ("2025-02", "2")):
         monthend_cli(target, "generate", "--period", period, "--txns", "200", "--seed", seed,
                      check=True)
@@ -488,25 +499,46 @@ def test_a_draft_with_late_rows_is_finalized_only_while_they_are_unchanged(targe
     conn.execute("INSERT INTO subledger.premium_transaction (txn_id, policy_id, payment_date, "
                  "txn_type, line_of_business, amount, currency) VALUES "
                  "(900001, 7, '2025-01-15', 'RENEWAL', 'HOME', 100.00, 'USD')")
-    proc = monthend_cli(target, "run", "--period", "2025-02", "--draft", "--json")
-    assert proc.returncode == 0, proc.stderr
-    built = json.loads(proc.stdout)
-    fingerprint = conn.execute("SELECT input_fingerprint, late_periods FROM batch.run "
-                               "WHERE batch_id = %s", (built["batch_id"],)).fetchone()
-    assert fingerprint["late_periods"] == ["2025-01"]
-    assert fingerprint["input_fingerprint"]["late_rows"]["rows"] == 1
+    built = draft_of(target, "2025-02")
+    assert conn.execute("SELECT late_periods FROM batch.run WHERE batch_id = %s",
+                        (built["batch_id"],)).fetchone()["late_periods"] == ["2025-01"]
+    # Moving it to another period would post it twice: refused while the draft holds it.
+    with pytest.raises(psycopg.errors.ObjectInUse):
+        conn.execute("UPDATE subledger.premium_transaction SET payment_date = '2025-03-05' "
+                     "WHERE txn_id = 900001")
 
-    conn.execute("UPDATE subledger.premium_transaction SET amount = 101.00 "
-                 "WHERE txn_id = 900001")
+    conn.execute("CALL gl.reopen_period('2025-01', 'a late broker statement')")
     _, err = finalize(target, built["batch_id"], expect=2)
-    assert ("what it was built from has changed: late rows of closed periods it took "
-            "(rows changed in place)") in err
-    conn.execute("UPDATE subledger.premium_transaction SET amount = 100.00 "
-                 "WHERE txn_id = 900001")
+    assert (f"draft {built['batch_id']} cannot be finalized: it posts late rows of 2025-01 "
+            f"which are no longer left to 2025-02: 2025-01 is OPEN") in err
+    # Discarded, the draft lets the reopened period post its own row, on its date.
+    assert monthend_cli(target, "discard", str(built["batch_id"])).returncode == 0
+    january = json.loads(monthend_cli(target, "run", "--period", "2025-01", "--json",
+                                      check=True).stdout)
+    assert january["posted_rows"] == 1
+    posted = conn.execute("SELECT count(*) AS n, min(je_date) AS je_date, "
+                          "min(source_date) AS source_date FROM gl.journal_entry_header "
+                          "WHERE source_id = 900001 AND source_type = 'PREMIUM'").fetchone()
+    assert (posted["n"], str(posted["je_date"]), posted["source_date"]) == (3, "2025-01-15",
+                                                                             None)
+
+
+def test_a_draft_with_late_rows_finalizes_as_their_posting(target, conn) -> None:
+    for period, seed in (("2025-01", "1"), ("2025-02", "2")):
+        monthend_cli(target, "generate", "--period", period, "--txns", "200", "--seed", seed,
+                     check=True)
+    monthend_cli(target, "run", "--period", "2025-01", "--json", check=True)
+    conn.execute("CALL gl.close_period('2025-01')")
+    conn.execute("UPDATE gl.setting SET late_row_policy = 'NEXT_OPEN_PERIOD'")
+    conn.execute("INSERT INTO subledger.premium_transaction (txn_id, policy_id, payment_date, "
+                 "txn_type, line_of_business, amount, currency) VALUES "
+                 "(900001, 7, '2025-01-15', 'RENEWAL', 'HOME', 100.00, 'USD')")
+    built = draft_of(target, "2025-02")
     result, _ = finalize(target, built["batch_id"])
     assert result["digest"] == built["digest"]
-    late = conn.execute("SELECT count(*) AS n, min(source_date) AS source_date "
-                        "FROM gl.journal_entry_header WHERE source_id = 900001 "
-                        "AND source_type = 'PREMIUM'").fetchone()
-    assert (late["n"], str(late["source_date"])) == (3, "2025-01-15")
+    late = conn.execute("SELECT count(*) AS n, min(je_date) AS je_date, "
+                        "min(source_date) AS source_date FROM gl.journal_entry_header "
+                        "WHERE source_id = 900001 AND source_type = 'PREMIUM'").fetchone()
+    assert (late["n"], str(late["je_date"]), str(late["source_date"])) == (
+        3, "2025-02-01", "2025-01-15")
     assert monthend_cli(target, "verify").returncode == 0

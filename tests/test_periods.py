@@ -324,8 +324,9 @@ def test_close_refused_while_a_batch_is_active(conn: psycopg.Connection) -> None
     assert error.diag.message_primary == (
         f"period {PERIOD} cannot be closed: no_active_batch (expected every batch of the "
         f"period COMMITTED or CANCELLED; found batch {batch_id} (STARTED))")
-    assert error.diag.message_hint == (f"Finish it with `monthend resume {batch_id}` or abandon "
-                                       f"it with `monthend cancel {batch_id}`.")
+    assert error.diag.message_hint == (f"Wait for it, or finish it with \"monthend resume "
+                                       f"{batch_id}\", or abandon it with \"monthend cancel "
+                                       f"{batch_id}\".")
     conn.execute("CALL batch.cancel_batch(%s)", (batch_id,))
     conn.execute("CALL gl.close_period(%s)", (PERIOD,))
     assert status_of(conn, PERIOD) == "CLOSED"

@@ -203,6 +203,10 @@ def _summary_text(result: dict[str, Any]) -> str:
     elif result["kind"] == "REVERSAL":
         head = (f"{batch} {result['status']}: {result['posted_rows']} rows' postings reversed "
                 f"by {result['journal_entries']} entries / {result['journal_lines']} lines")
+    elif result["status"] == "SUPERSEDED":
+        head = (f"{batch} superseded by a newer draft of {result['period']}: it would have "
+                f"posted {result['posted_rows']} rows as {result['journal_entries']} entries; "
+                f"nothing of it is or will be in the ledger")
     elif result["status"] == "DRAFT":
         head = (f"{batch} built: {result['posted_rows']} rows would be posted as "
                 f"{result['journal_entries']} entries / {result['journal_lines']} lines "

@@ -508,6 +508,11 @@ def run(target: db.Target, name: str, period: str | None, fmt: str = "table",
         conn.read_only = True
         conn.isolation_level = psycopg.IsolationLevel.REPEATABLE_READ
         batch = batch_of(conn, batch_id, period) if batch_id is not None else None
+        if batch is not None and batch["status"] == "SUPERSEDED" and name != "trial-balance":
+            raise ConfigurationError(
+                f"draft {batch_id} was superseded: its rows went to the newer draft, so "
+                f"{name} of it would show none; read the newer draft, or compare the two "
+                f"with `monthend diff --draft NEW --against-draft {batch_id}`.")
         period = batch["period"] if batch is not None else period
         meta = db.call_one(conn, "report_period", period=period)
         if meta is None:

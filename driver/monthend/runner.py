@@ -376,6 +376,13 @@ def drive(target: db.Target, batch_id: int, options: RunOptions,
                                 f"`monthend cancel {batch_id}`.")
             elif status == "CANCELLED":
                 raise RunConflict(f"batch {batch_id} was cancelled; start a new run.")
+            elif status == "SUPERSEDED":
+                raise RunConflict(f"draft {batch_id} was superseded by a newer draft of "
+                                  f"{row['period']}: finalize that one, or remove this one "
+                                  f"with `monthend discard {batch_id}`.")
+            else:
+                raise RunConflict(f"batch {batch_id} is {status}, which this driver does not "
+                                  f"know; `monthend status {batch_id}` shows it.")
             row = session.status()
     finally:
         session.close()

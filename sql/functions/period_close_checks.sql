@@ -83,9 +83,7 @@ BEGIN
     passed := v_active IS NULL;
     expected := 'every batch of the period COMMITTED or CANCELLED';
     actual := coalesce(v_active, 'none active');
-    hint := CASE WHEN NOT passed THEN
-        format('Finish it with `monthend resume %s` or abandon it with `monthend cancel %s`.',
-               v_first_active, v_first_active) END;
+    hint := CASE WHEN NOT passed THEN batch.unfinished_batch_hint(v_first_active) END;
     RETURN NEXT;
 
     WITH unposted AS (

@@ -24,14 +24,15 @@ BEGIN
     END IF;
     PERFORM pg_advisory_xact_lock_shared(batch.period_lock_key(v_period));
     -- Its live posting, if any: a claim not reversed by a committed reversal.
-    -- A draft's claim is not a posting until the draft is finalized: the row
-    -- may change, and the draft's fingerprint then refuses the finalize.
+    -- A draft's claim of a row of its own period is not a posting until the
+    -- draft is finalized: the row may change, and the draft's fingerprint then
+    -- refuses the finalize. Late rows a draft holds stay frozen.
     SELECT sc.batch_id INTO v_batch_id
       FROM batch.source_claim AS sc
      WHERE sc.period = v_period AND sc.source_type = TG_ARGV[0] AND sc.source_id = v_id
        AND NOT EXISTS (SELECT FROM batch.run AS d
                        WHERE d.batch_id = sc.batch_id AND d.mode = 'DRAFT'
-                         AND d.status <> 'COMMITTED')
+                         AND d.status <> 'COMMITTED' AND d.period = sc.period)
        AND NOT EXISTS (SELECT FROM batch.source_reversal AS sr
                        JOIN batch.run AS rb
                          ON rb.batch_id = sr.batch_id AND rb.status = 'COMMITTED'

@@ -56,3 +56,7 @@ DROP FUNCTION IF EXISTS gl.trial_balance(text);
 -- And the transaction reports (sql/functions/*_transaction_report.sql).
 DROP FUNCTION IF EXISTS gl.high_value_transaction_report(text, numeric);
 DROP FUNCTION IF EXISTS gl.large_transaction_report(text, numeric);
+
+-- Redefined (sql/functions/range_late_source_ids.sql) with the range's own
+-- bounds as arguments, so that it reads one claims partition.
+DROP FUNCTION IF EXISTS batch.range_late_source_ids(bigint);
