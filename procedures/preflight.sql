@@ -152,18 +152,9 @@ BEGIN
                           WHERE s.source_type = st.source_type AND s.source_id = st.source_id
                             AND ap.status IN ('CLOSED', 'PERMANENTLY_CLOSED')
                             AND NOT EXISTS (
-                                SELECT FROM batch.source_claim AS sc
-                                WHERE sc.period = ap.period AND sc.source_type = s.source_type
-                                  AND sc.source_id = s.source_id
-                                  AND NOT EXISTS (
-                                      SELECT FROM batch.source_reversal AS sr
-                                      JOIN batch.run AS rb
-                                        ON rb.batch_id = sr.batch_id
-                                       AND rb.status = 'COMMITTED'
-                                      WHERE sr.period = sc.period
-                                        AND sr.source_type = sc.source_type
-                                        AND sr.source_id = sc.source_id
-                                        AND sr.generation = sc.generation)))
+                                SELECT FROM batch.live_posting AS lp
+                                WHERE lp.period = ap.period AND lp.source_type = s.source_type
+                                  AND lp.source_id = s.source_id))
         RETURNING st.source_type, st.source_id
     ), stray AS (
         SELECT s.source_type, s.source_id, s.amount, s.currency, s.txn_date, ap.status AS period_status
@@ -175,15 +166,8 @@ BEGIN
         WHERE ap.status IS DISTINCT FROM 'OPEN' AND ap.status IS DISTINCT FROM 'FUTURE'
           -- A live posting (not reversed by a committed reversal) accounts
           -- for the row; a reversed one does not.
-          AND NOT EXISTS (SELECT FROM batch.source_claim AS sc
-                          WHERE sc.source_type = s.source_type AND sc.source_id = s.source_id
-                            AND NOT EXISTS (
-                                SELECT FROM batch.source_reversal AS sr
-                                JOIN batch.run AS rb
-                                  ON rb.batch_id = sr.batch_id AND rb.status = 'COMMITTED'
-                                WHERE sr.period = sc.period AND sr.source_type = sc.source_type
-                                  AND sr.source_id = sc.source_id
-                                  AND sr.generation = sc.generation))
+          AND NOT EXISTS (SELECT FROM batch.live_posting AS lp
+                          WHERE lp.source_type = s.source_type AND lp.source_id = s.source_id)
     ), dead AS (
         INSERT INTO batch.dead_letter (source_type, source_id, batch_id, reason_code, detail,
                                        amount, currency)
@@ -249,17 +233,9 @@ BEGIN
             WHERE s.txn_date BETWEEN v_start AND v_end
               -- Unposted: never claimed, or every posting reversed by a
               -- committed reversal (then it is posted again, one generation on).
-              AND NOT EXISTS (SELECT FROM batch.source_claim AS sc
-                              WHERE sc.period = v_period AND sc.source_type = s.source_type
-                                AND sc.source_id = s.source_id
-                                AND NOT EXISTS (
-                                    SELECT FROM batch.source_reversal AS sr
-                                    JOIN batch.run AS rb
-                                      ON rb.batch_id = sr.batch_id AND rb.status = 'COMMITTED'
-                                    WHERE sr.period = sc.period
-                                      AND sr.source_type = sc.source_type
-                                      AND sr.source_id = sc.source_id
-                                      AND sr.generation = sc.generation))
+              AND NOT EXISTS (SELECT FROM batch.live_posting AS lp
+                              WHERE lp.period = v_period AND lp.source_type = s.source_type
+                                AND lp.source_id = s.source_id)
             UNION ALL
             -- Still dated in the period it was found in.
             SELECT s.*, l.claim_period

@@ -486,10 +486,9 @@ def test_diff_of_two_drafts_shows_what_a_rule_change_moves(target, conn) -> None
                         (f"stage_journal_entry_line_{before['batch_id']}",)).fetchone()["n"] == 0
 
 
-def test_a_draft_holds_its_late_rows_and_their_periods_closed(target, conn) -> None:
-    """Late rows of a closed period (late_row_policy NEXT_OPEN_PERIOD) a draft
-    claims stay frozen while it holds them, and it is not finalized once their
-    period is reopened (that period's run must have them then)."""
+def late_row_of_closed_january(target: db.Target, conn: psycopg.Connection) -> None:
+    """January posted and closed, February generated, late_row_policy
+    NEXT_OPEN_PERIOD, and one premium row (900001) arriving dated in January."""
     for period, seed in (("2025-01", "1"), ("2025-02", "2")):
         monthend_cli(target, "generate", "--period", period, "--txns", "200", "--seed", seed,
                      check=True)
@@ -499,6 +498,13 @@ def test_a_draft_holds_its_late_rows_and_their_periods_closed(target, conn) -> N
     conn.execute("INSERT INTO subledger.premium_transaction (txn_id, policy_id, payment_date, "
                  "txn_type, line_of_business, amount, currency) VALUES "
                  "(900001, 7, '2025-01-15', 'RENEWAL', 'HOME', 100.00, 'USD')")
+
+
+def test_a_draft_holds_its_late_rows_and_their_periods_closed(target, conn) -> None:
+    """Late rows of a closed period (late_row_policy NEXT_OPEN_PERIOD) a draft
+    claims stay frozen while it holds them, and it is not finalized once their
+    period is reopened (that period's run must have them then)."""
+    late_row_of_closed_january(target, conn)
     built = draft_of(target, "2025-02")
     assert conn.execute("SELECT late_periods FROM batch.run WHERE batch_id = %s",
                         (built["batch_id"],)).fetchone()["late_periods"] == ["2025-01"]
@@ -524,15 +530,7 @@ def test_a_draft_holds_its_late_rows_and_their_periods_closed(target, conn) -> N
 
 
 def test_a_draft_with_late_rows_finalizes_as_their_posting(target, conn) -> None:
-    for period, seed in (("2025-01", "1"), ("2025-02", "2")):
-        monthend_cli(target, "generate", "--period", period, "--txns", "200", "--seed", seed,
-                     check=True)
-    monthend_cli(target, "run", "--period", "2025-01", "--json", check=True)
-    conn.execute("CALL gl.close_period('2025-01')")
-    conn.execute("UPDATE gl.setting SET late_row_policy = 'NEXT_OPEN_PERIOD'")
-    conn.execute("INSERT INTO subledger.premium_transaction (txn_id, policy_id, payment_date, "
-                 "txn_type, line_of_business, amount, currency) VALUES "
-                 "(900001, 7, '2025-01-15', 'RENEWAL', 'HOME', 100.00, 'USD')")
+    late_row_of_closed_january(target, conn)
     built = draft_of(target, "2025-02")
     result, _ = finalize(target, built["batch_id"])
     assert result["digest"] == built["digest"]

@@ -22,14 +22,7 @@ AS $$
       AND ap.status IN ('CLOSED', 'PERMANENTLY_CLOSED') AND ap.period < p_period
       AND NOT EXISTS (SELECT FROM gl.accounting_period AS o
                       WHERE o.status = 'OPEN' AND o.period > ap.period AND o.period < p_period)
-      AND NOT EXISTS (SELECT FROM batch.source_claim AS sc
-                      WHERE sc.period = ap.period AND sc.source_type = s.source_type
-                        AND sc.source_id = s.source_id
-                        AND NOT EXISTS (
-                            SELECT FROM batch.source_reversal AS sr
-                            JOIN batch.run AS rb
-                              ON rb.batch_id = sr.batch_id AND rb.status = 'COMMITTED'
-                            WHERE sr.period = sc.period AND sr.source_type = sc.source_type
-                              AND sr.source_id = sc.source_id
-                              AND sr.generation = sc.generation))
+      AND NOT EXISTS (SELECT FROM batch.live_posting AS lp
+                      WHERE lp.period = ap.period AND lp.source_type = s.source_type
+                        AND lp.source_id = s.source_id)
 $$;

@@ -91,15 +91,10 @@ BEGIN
         FROM subledger.source_transaction AS s
         WHERE s.txn_date BETWEEN v_start AND v_end
           AND NOT EXISTS (
-              SELECT FROM batch.source_claim AS sc
-              JOIN batch.run AS r ON r.batch_id = sc.batch_id AND r.status = 'COMMITTED'
-              WHERE sc.period = p_period AND sc.source_type = s.source_type
-                AND sc.source_id = s.source_id
-                AND NOT EXISTS (
-                    SELECT FROM batch.source_reversal AS sr
-                    JOIN batch.run AS rb ON rb.batch_id = sr.batch_id AND rb.status = 'COMMITTED'
-                    WHERE sr.period = sc.period AND sr.source_type = sc.source_type
-                      AND sr.source_id = sc.source_id AND sr.generation = sc.generation))
+              SELECT FROM batch.live_posting AS lp
+              JOIN batch.run AS r ON r.batch_id = lp.batch_id AND r.status = 'COMMITTED'
+              WHERE lp.period = p_period AND lp.source_type = s.source_type
+                AND lp.source_id = s.source_id)
           AND NOT EXISTS (SELECT FROM batch.dead_letter AS d
                           WHERE d.status = 'OPEN' AND d.source_type = s.source_type
                             AND d.source_id = s.source_id)

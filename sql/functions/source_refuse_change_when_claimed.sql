@@ -27,17 +27,12 @@ BEGIN
     -- A draft's claim of a row of its own period is not a posting until the
     -- draft is finalized: the row may change, and the draft's fingerprint then
     -- refuses the finalize. Late rows a draft holds stay frozen.
-    SELECT sc.batch_id INTO v_batch_id
-      FROM batch.source_claim AS sc
-     WHERE sc.period = v_period AND sc.source_type = TG_ARGV[0] AND sc.source_id = v_id
+    SELECT lp.batch_id INTO v_batch_id
+      FROM batch.live_posting AS lp
+     WHERE lp.period = v_period AND lp.source_type = TG_ARGV[0] AND lp.source_id = v_id
        AND NOT EXISTS (SELECT FROM batch.run AS d
-                       WHERE d.batch_id = sc.batch_id AND d.mode = 'DRAFT'
-                         AND d.status <> 'COMMITTED' AND d.period = sc.period)
-       AND NOT EXISTS (SELECT FROM batch.source_reversal AS sr
-                       JOIN batch.run AS rb
-                         ON rb.batch_id = sr.batch_id AND rb.status = 'COMMITTED'
-                       WHERE sr.period = sc.period AND sr.source_type = sc.source_type
-                         AND sr.source_id = sc.source_id AND sr.generation = sc.generation);
+                       WHERE d.batch_id = lp.batch_id AND d.mode = 'DRAFT'
+                         AND d.status <> 'COMMITTED' AND d.period = lp.period);
     IF FOUND THEN
         RAISE EXCEPTION '% transaction % is claimed by batch % and cannot be changed or deleted',
                         lower(TG_ARGV[0]), v_id, v_batch_id
