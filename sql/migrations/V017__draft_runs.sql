@@ -60,3 +60,6 @@ DROP FUNCTION IF EXISTS gl.large_transaction_report(text, numeric);
 -- Redefined (sql/functions/range_late_source_ids.sql) with the range's own
 -- bounds as arguments, so that it reads one claims partition.
 DROP FUNCTION IF EXISTS batch.range_late_source_ids(bigint);
+
+-- An earlier form of batch.draft_input_fingerprint took the parts to compute.
+DROP FUNCTION IF EXISTS batch.draft_input_fingerprint(bigint, text[]);
