@@ -120,8 +120,10 @@ BEGIN
         FULL JOIN sealed AS s ON s.range_no = r.range_no
         FULL JOIN done AS d ON d.range_no = coalesce(r.range_no, s.range_no)
     ), sealed_total AS (
-        SELECT encode(sha256(convert_to(coalesce(string_agg(s.digest, E'\n' ORDER BY s.range_no),
-                                                 ''), 'UTF8')), 'hex') AS digest
+        SELECT encode(audit.batch_root(v_run.seal_version,
+                                       coalesce(array_agg(decode(s.digest, 'hex')
+                                                          ORDER BY s.range_no), '{}')),
+                      'hex') AS digest
         FROM sealed AS s
     )
     SELECT NULL::integer, 'SEAL_MISSING'::text,
@@ -191,30 +193,21 @@ BEGIN
         SELECT (x ->> 'range_no')::integer AS range_no, decode(x ->> 'digest', 'hex') AS digest
         FROM jsonb_array_elements(coalesce(v_seal -> 'ranges', '[]'::jsonb)) AS x
     ), recomputed AS (
-        SELECT b.*, s.digest AS sealed_digest, c.digest, c.headers, c.lines
+        SELECT b.*, s.digest AS sealed_digest, c.digest, c.headers, c.lines, c.misdated
         FROM block AS b
         LEFT JOIN sealed AS s ON s.range_no = b.range_no
         CROSS JOIN LATERAL (
-            SELECT sha256(convert_to(coalesce(string_agg(t.canonical, E'\n'
-                                                         ORDER BY t.je_id, t.line_no), ''),
-                                     'UTF8')) AS digest,
-                   count(*) FILTER (WHERE t.is_header) AS headers,
-                   count(*) FILTER (WHERE NOT t.is_header) AS lines
-            FROM (SELECT h.je_id, 0 AS line_no, true AS is_header,
-                         audit.canonical_header_text(h.je_id, h.je_number, h.je_date, h.period,
-                             h.batch_id, h.source_type, h.source_id, h.je_seq, h.currency,
-                             h.fx_rate, h.description, h.source_amount, h.reverses_je_id,
-                             h.source_date) AS canonical
-                  FROM gl.journal_entry_header AS h
-                  WHERE h.batch_id = p_batch_id AND h.je_id BETWEEN b.lo_je_id AND b.hi_je_id
-                  UNION ALL
-                  SELECT l.je_id, l.line_no, false,
-                         audit.canonical_line_text(l.je_id, l.je_date, l.line_no,
-                             l.account_code, l.debit, l.credit, l.functional_debit,
-                             l.functional_credit, l.batch_id)
-                  FROM gl.journal_entry_line AS l
-                  WHERE l.batch_id = p_batch_id AND l.je_id BETWEEN b.lo_je_id AND b.hi_je_id
-                 ) AS t
+            -- The range's seal by the batch's version, as batch.process_range
+            -- made it (audit.range_root).
+            SELECT audit.range_root(v_run.seal_version,
+                       array_agg(e.entry_text ORDER BY e.je_id)
+                           FILTER (WHERE v_run.seal_version = 1),
+                       array_agg(audit.entry_leaf_hash(e.entry_text) ORDER BY e.je_id)
+                           FILTER (WHERE v_run.seal_version = 2)) AS digest,
+                   coalesce(sum(e.headers), 0) AS headers, coalesce(sum(e.lines), 0) AS lines,
+                   count(*) FILTER (WHERE e.dates_differ) AS misdated
+            FROM audit.ledger_entry_text(p_batch_id, v_run.seal_version, b.lo_je_id,
+                                         b.hi_je_id) AS e
         ) AS c
     )
     SELECT (SELECT coalesce(array_agg(r.range_no ORDER BY r.je_offset, r.range_no), '{}')
@@ -223,7 +216,7 @@ BEGIN
               FROM recomputed AS r),
            (SELECT coalesce(array_agg(r.range_no ORDER BY r.range_no), '{}')
               FROM recomputed AS r
-             WHERE r.sealed_digest IS NULL OR r.digest <> r.sealed_digest),
+             WHERE r.sealed_digest IS NULL OR r.digest <> r.sealed_digest OR r.misdated > 0),
            (SELECT coalesce(jsonb_agg(p ORDER BY p.range_no, p.problem), '[]')
               FROM (SELECT r.range_no, 'RANGE_DIGEST_MISMATCH' AS problem,
                            format('range %s (je_id %s..%s): sealed %s, ledger rows hash to %s; '
@@ -233,6 +226,14 @@ BEGIN
                                   r.headers, r.lines, r.je_count, r.line_count) AS detail
                     FROM recomputed AS r
                     WHERE r.sealed_digest IS NOT NULL AND r.digest <> r.sealed_digest
+                    UNION ALL
+                    SELECT r.range_no, 'LINE_DATE_MISMATCH',
+                           format('range %s (je_id %s..%s): %s entries have lines dated '
+                                  'otherwise than their header (seal version %s seals the date '
+                                  'once, in the header)', r.range_no, r.lo_je_id, r.hi_je_id,
+                                  r.misdated, v_run.seal_version)
+                    FROM recomputed AS r
+                    WHERE r.misdated > 0
                     UNION ALL
                     SELECT r.range_no, 'RANGE_COUNT_MISMATCH',
                            format('range %s (je_id %s..%s): %s headers and %s lines in the '
@@ -396,8 +397,12 @@ BEGIN
                CASE WHEN l.debit > 0 OR l.functional_debit > 0 THEN 'D'
                     WHEN l.credit > 0 OR l.functional_credit > 0 THEN 'C' END,
                l.debit, l.credit, l.functional_debit, l.functional_credit, NULL, NULL,
-               audit.canonical_line_text(l.je_id, l.je_date, l.line_no, l.account_code,
-                   l.debit, l.credit, l.functional_debit, l.functional_credit, l.batch_id)
+               CASE v_run.seal_version WHEN 1
+                   THEN audit.canonical_line_text(l.je_id, l.je_date, l.line_no,
+                            l.account_code, l.debit, l.credit, l.functional_debit,
+                            l.functional_credit, l.batch_id)
+                   ELSE audit.canonical_line_text_v2(l.line_no, l.account_code, l.debit,
+                            l.credit, l.functional_debit, l.functional_credit) END
         FROM dmg AS d
         JOIN gl.journal_entry_line AS l
           ON l.batch_id = p_batch_id AND l.je_id BETWEEN d.lo_je_id AND d.hi_je_id
@@ -416,8 +421,12 @@ BEGIN
                b.source_type, b.source_id, b.je_seq, NULL, NULL, NULL, NULL, b.account_code,
                b.side, b.debit, b.credit, b.functional_debit, b.functional_credit,
                b.template_lines, b.txn_type,
-               audit.canonical_line_text(b.je_id, b.txn_date, b.line_no, b.account_code,
-                   b.debit, b.credit, b.functional_debit, b.functional_credit, p_batch_id)
+               CASE v_run.seal_version WHEN 1
+                   THEN audit.canonical_line_text(b.je_id, b.txn_date, b.line_no,
+                            b.account_code, b.debit, b.credit, b.functional_debit,
+                            b.functional_credit, p_batch_id)
+                   ELSE audit.canonical_line_text_v2(b.line_no, b.account_code, b.debit,
+                            b.credit, b.functional_debit, b.functional_credit) END
         FROM base AS b
     ), rebuilt AS (
         SELECT d.range_no, d.sealed_digest,
@@ -425,12 +434,18 @@ BEGIN
                coalesce(x.digest, sha256(''::bytea)) = d.sealed_digest AS trusted
         FROM dmg AS d
         LEFT JOIN (
-            SELECT s.range_no,
-                   sha256(convert_to(string_agg(s.canonical, E'\n' ORDER BY s.je_id, s.line_no),
-                                     'UTF8')) AS digest
-            FROM side_by_side AS s
-            WHERE s.src = 'E'
-            GROUP BY s.range_no
+            SELECT e.range_no,
+                   audit.range_root(v_run.seal_version,
+                       array_agg(e.entry_text ORDER BY e.je_id)
+                           FILTER (WHERE v_run.seal_version = 1),
+                       array_agg(audit.entry_leaf_hash(e.entry_text) ORDER BY e.je_id)
+                           FILTER (WHERE v_run.seal_version = 2)) AS digest
+            FROM (SELECT s.range_no, s.je_id,
+                         string_agg(s.canonical, E'\n' ORDER BY s.line_no) AS entry_text
+                  FROM side_by_side AS s
+                  WHERE s.src = 'E'
+                  GROUP BY s.range_no, s.je_id) AS e
+            GROUP BY e.range_no
         ) AS x ON x.range_no = d.range_no
     ), entry AS (
         SELECT s.range_no, s.je_id,
@@ -448,6 +463,10 @@ BEGIN
                           ORDER BY s.line_no)
                    FILTER (WHERE s.src = 'A' AND s.je_date NOT BETWEEN v_start AND v_end)
                    AS outside_dates,
+               string_agg(CASE WHEN s.is_header THEN 'header' ELSE 'line ' || s.line_no END
+                          || ' ' || to_char(s.je_date, 'YYYY-MM-DD'), ', ' ORDER BY s.line_no)
+                   FILTER (WHERE s.src = 'A') AS a_dates,
+               count(DISTINCT s.je_date) FILTER (WHERE s.src = 'A') AS a_date_count,
                max(s.template_lines) FILTER (WHERE s.src = 'E' AND s.is_header)
                    AS template_lines,
                min(s.txn_type) FILTER (WHERE s.src = 'E' AND s.is_header) AS txn_type,
@@ -553,6 +572,12 @@ BEGIN
                format('%s, outside period %s', e.outside_dates, v_run.period)
         FROM entry_checked AS e
         WHERE e.outside_dates IS NOT NULL
+        UNION ALL
+        SELECT e.range_no, 'LINE_DATE_MISMATCH', e.je_id,
+               coalesce(e.a_je_number, e.e_je_number, e.placed_je_number),
+               format('the rows of je_id %s are dated differently: %s', e.je_id, e.a_dates)
+        FROM entry_checked AS e
+        WHERE e.a_date_count > 1
         UNION ALL
         SELECT e.range_no, 'HEADER_MISSING', e.je_id, e.e_je_number,
                format('the sealed header of je_id %s (%s %s, entry %s) is not in the ledger',

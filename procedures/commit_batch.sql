@@ -6,7 +6,8 @@
 -- resolves the dead letters its rows had (a reversal's commit is what makes
 -- the postings it reverses reversed, and their rows postable again: nothing
 -- else changes for that), and seals the batch into the audit
--- chain with its digest (sha256 over the range digests in range order).
+-- chain with its seal version and digest (batch.batch_digest: under version 2
+-- the Merkle root over the range roots).
 -- Before this commits nothing of the batch is in the ledger; after, all of it.
 CREATE OR REPLACE PROCEDURE batch.commit_batch(p_batch_id bigint)
 LANGUAGE plpgsql
@@ -87,7 +88,7 @@ BEGIN
     PERFORM audit.append('BATCH_COMMITTED', jsonb_build_object(
         'batch_id', p_batch_id, 'period', v_run.period, 'kind', v_run.kind,
         'reverses_batch_id', v_run.reverses_batch_id, 'reversal_method', v_run.reversal_method,
-        'digest', encode(v_digest, 'hex'),
+        'seal_version', v_run.seal_version, 'digest', encode(v_digest, 'hex'),
         'ranges', v_ranges, 'entries', v_run.je_count, 'lines', v_run.line_count,
         'claimed_rows', v_run.claimed_rows, 'dead_letter_rows', v_run.dead_letter_rows,
         'je_id_base', v_run.je_id_base, 'je_number_base', v_run.je_number_base));

@@ -2,8 +2,9 @@
 -- here, having checked the claim). In one set-based statement it writes the
 -- range's reversing headers and lines into the batch's staging tables (the
 -- lines of batch.range_reversal_line: each original line mirrored by the
--- batch's method), records per-currency totals and the range digest (the
--- canonical text includes the entry each header reverses), then validates as
+-- batch's method), records per-currency totals and the range's seal
+-- (audit.range_root; the canonical text includes the entry each header
+-- reverses), then validates as
 -- every range does (batch.complete_range), and also that every entry of the
 -- range's postings is mirrored by exactly one reversing entry with all its
 -- lines (counted from the reversed batch's ledger, independently of the
@@ -71,8 +72,11 @@ BEGIN
                    l.functional_debit, l.functional_credit, $7
             FROM line AS l
             RETURNING je_id, line_no, debit, credit, functional_debit, functional_credit,
-                      audit.canonical_line_text(je_id, je_date, line_no, account_code, debit,
-                          credit, functional_debit, functional_credit, batch_id) AS canonical
+                      CASE $9 WHEN 1
+                          THEN audit.canonical_line_text(je_id, je_date, line_no, account_code,
+                                   debit, credit, functional_debit, functional_credit, batch_id)
+                          ELSE audit.canonical_line_text_v2(line_no, account_code, debit, credit,
+                                   functional_debit, functional_credit) END AS canonical
         ), totals AS (
             INSERT INTO batch.range_total (range_id, currency, source_rows, source_amount,
                                            debit, credit, functional_debit, functional_credit)
@@ -90,32 +94,56 @@ BEGIN
                    count(DISTINCT h.reverses_je_id) AS mirrored,
                    min(h.je_id) AS lo_je_id, max(h.je_id) AS hi_je_id
             FROM header AS h
+        ), entry_summary AS (
+            -- One pass over the range's rows in entry order (one sort): each
+            -- entry's balance in both currencies, and its text for the seal
+            -- (its header, then its lines in line_no order; a window joins
+            -- them in the window's order), by the batch's seal version.
+            SELECT count(*) FILTER (WHERE e.balance <> 0 OR e.functional_balance <> 0)
+                       AS unbalanced,
+                   audit.range_root($9,
+                       array_agg(e.entry_text ORDER BY e.je_id) FILTER (WHERE $9 = 1),
+                       array_agg(audit.entry_leaf_hash(e.entry_text) ORDER BY e.je_id)
+                           FILTER (WHERE $9 = 2)) AS seal
+            FROM (SELECT x.je_id, x.line_no,
+                         string_agg(x.canonical, E'\n') OVER entry AS entry_text,
+                         -- One difference per currency rather than two sums
+                         -- each: half the numeric aggregation over every line.
+                         sum(x.debit - x.credit) OVER entry AS balance,
+                         sum(x.functional_debit - x.functional_credit) OVER entry
+                             AS functional_balance
+                  FROM (SELECT h.je_id, 0 AS line_no, h.canonical, 0::numeric AS debit,
+                               0::numeric AS credit, 0::numeric AS functional_debit,
+                               0::numeric AS functional_credit
+                        FROM header AS h
+                        UNION ALL
+                        SELECT d.je_id, d.line_no, d.canonical, d.debit, d.credit,
+                               d.functional_debit, d.functional_credit
+                        FROM detail AS d) AS x
+                  WINDOW entry AS (PARTITION BY x.je_id ORDER BY x.line_no
+                                   ROWS BETWEEN UNBOUNDED PRECEDING AND UNBOUNDED FOLLOWING)
+                 ) AS e
+            WHERE e.line_no = 0
         )
         SELECT hs.headers,
                (SELECT count(*) FROM detail),
-               (SELECT count(*) FROM (
-                    SELECT d.je_id FROM detail AS d GROUP BY d.je_id
-                    HAVING sum(d.debit - d.credit) <> 0
-                        OR sum(d.functional_debit - d.functional_credit) <> 0) AS u),
+               es.unbalanced,
                (SELECT coalesce(sum(t.source_rows), 0) FROM totals AS t),
                (SELECT coalesce(sum(t.source_amount), 0) FROM totals AS t),
                hs.lo_je_id - $1 + $2 + 1,
                hs.hi_je_id - $1 + $2 + 1,
                hs.distinct_ids,
                hs.mirrored,
-               (SELECT sha256(convert_to(coalesce(string_agg(x.canonical, E'\n'
-                                                  ORDER BY x.je_id, x.line_no), ''), 'UTF8'))
-                  FROM (SELECT h.je_id, 0 AS line_no, h.canonical FROM header AS h
-                        UNION ALL
-                        SELECT d.je_id, d.line_no, d.canonical FROM detail AS d) AS x)
-        FROM header_summary AS hs
+               es.seal
+        FROM header_summary AS hs, entry_summary AS es
         $q$,
         'stage_journal_entry_header_' || v_run.batch_id,
         'stage_journal_entry_line_' || v_run.batch_id)
     INTO v_headers, v_lines, v_unbalanced, v_sources, v_source_amount, v_min_no, v_max_no,
          v_distinct_no, v_mirrored, v_digest
     USING v_run.je_id_base, v_run.je_number_base, v_run.period, v_range.source_type,
-          v_range.lo_source_id, v_range.hi_source_id, v_run.batch_id, p_range_id;
+          v_range.lo_source_id, v_range.hi_source_id, v_run.batch_id, p_range_id,
+          v_run.seal_version;
 
     -- Independently of the statement: the source rows and their amounts, and
     -- the entries and lines the range's postings have in the reversed batch.

@@ -13,16 +13,14 @@ against a head kept outside the database; that is what --head-file is for.
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
-from contextlib import contextmanager
 from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
 import psycopg
 import pytest
-from psycopg.rows import dict_row
 
+from audit_helpers import AUDITOR, auditor, role_target, sealing_by, tamper
 from conftest import monthend_cli
 from monthend import db
 
@@ -30,23 +28,10 @@ from monthend import db
 pytestmark = pytest.mark.full
 
 PERIOD = "2025-01"
-AUDITOR = "monthend_auditor"
 RANGE = 3  # the range tampered with, one of about nine
 
 
 # --------------------------------------------------------------------------- helpers
-
-
-def role_target(target: db.Target, role: str) -> db.Target:
-    """The same database, every session of the CLI taking ``role``."""
-    return db.Target(f"{target.conninfo} options='-c role={role}'", "--dsn")
-
-
-@contextmanager
-def auditor(target: db.Target) -> Iterator[psycopg.Connection]:
-    with psycopg.connect(target.conninfo, autocommit=True, row_factory=dict_row) as session:
-        session.execute(f"SET ROLE {AUDITOR}")
-        yield session
 
 
 def verify_batch(target: db.Target, batch_id: int) -> list[dict[str, Any]]:
@@ -76,14 +61,6 @@ def head(conn: psycopg.Connection) -> dict[str, Any]:
     return row
 
 
-def tamper(conn: psycopg.Connection, *statements: str, params: Any = None) -> None:
-    """Run statements as the superuser with the refusing triggers switched off."""
-    with conn.transaction():
-        conn.execute("SET LOCAL session_replication_role = replica")
-        for statement in statements:
-            conn.execute(statement, params)
-
-
 def problems(rows: list[dict[str, Any]]) -> set[tuple[Any, ...]]:
     """(range_no, problem, je_number) of verify_batch rows."""
     return {(r["range_no"], r["problem"], r["je_number"]) for r in rows}
@@ -95,16 +72,22 @@ def verify_cli(target: db.Target, *args: str) -> tuple[int, dict[str, Any]]:
     return proc.returncode, json.loads(proc.stdout)
 
 
-@pytest.fixture
-def batch(target: db.Target, conn: psycopg.Connection) -> dict[str, Any]:
-    """One committed batch of 2000 source rows in ranges of 250; its run row and ranges."""
+@pytest.fixture(params=[1, 2], ids=["seal-v1", "seal-v2"])
+def batch(request: pytest.FixtureRequest, target: db.Target,
+          conn: psycopg.Connection) -> dict[str, Any]:
+    """One committed batch of 2000 source rows in ranges of 250, sealed by each
+    seal version in turn (a version 1 batch is one made before version 2: the
+    column's default stands in for the release that made it); its run row and
+    ranges."""
     monthend_cli(target, "generate", "--period", PERIOD, "--txns", "2000", "--seed", "5",
                  check=True)
-    proc = monthend_cli(target, "run", "--period", PERIOD, "--workers", "2", "--range-size",
-                        "250", "--json", check=True)
+    with sealing_by(conn, request.param):
+        proc = monthend_cli(target, "run", "--period", PERIOD, "--workers", "2",
+                            "--range-size", "250", "--json", check=True)
     batch_id = json.loads(proc.stdout)["batch_id"]
     run = conn.execute("SELECT * FROM batch.run WHERE batch_id = %s", (batch_id,)).fetchone()
     assert run is not None and run["status"] == "COMMITTED" and run["range_count"] > RANGE
+    assert run["seal_version"] == request.param
     ranges = conn.execute("""
         SELECT rg.range_no, %(base)s + rg.je_offset AS lo_je_id,
                %(base)s + rg.je_offset + rg.je_count - 1 AS hi_je_id
@@ -312,10 +295,35 @@ def test_changed_header_date(batch: dict[str, Any], target: db.Target,
     tamper(conn, "UPDATE gl.journal_entry_header SET je_date = %(d)s WHERE je_id = %(je_id)s",
            params={"d": new_date, "je_id": entry["je_id"]})
     rows = verify_batch(target, batch["batch_id"])
+    # Its lines keep the old date: the entry's rows disagree, too.
     assert problems(rows) == {(RANGE, "RANGE_DIGEST_MISMATCH", None),
+                              (RANGE, "LINE_DATE_MISMATCH", None),
+                              (RANGE, "LINE_DATE_MISMATCH", entry["je_number"]),
                               (RANGE, "HEADER_DIFFERS", entry["je_number"])}
     differs = next(r for r in rows if r["problem"] == "HEADER_DIFFERS")
     assert differs["detail"] == f"je_date {new_date}, sealed {entry['je_date']}"
+
+
+def test_changed_line_date(batch: dict[str, Any], target: db.Target,
+                           conn: psycopg.Connection) -> None:
+    """A line dated otherwise than its header. Version 2 seals the date once, in
+    the header, so its range still hashes to the seal; the disagreement is
+    damage all the same, caught and located."""
+    entry = entry_in(conn, batch, offset=9)
+    day = 2 if entry["je_date"].day != 2 else 3
+    new_date = entry["je_date"].replace(day=day)
+    tamper(conn, "UPDATE gl.journal_entry_line SET je_date = %(d)s "
+                 "WHERE je_id = %(je_id)s AND line_no = 2",
+           params={"d": new_date, "je_id": entry["je_id"]})
+    rows = verify_batch(target, batch["batch_id"])
+    expected = {(RANGE, "LINE_DATE_MISMATCH", None),
+                (RANGE, "LINE_DATE_MISMATCH", entry["je_number"])}
+    if batch["run"]["seal_version"] == 1:
+        expected |= {(RANGE, "RANGE_DIGEST_MISMATCH", None),
+                     (RANGE, "LINE_DIFFERS", entry["je_number"])}
+    assert problems(rows) == expected
+    located = next(r for r in rows if r["problem"] == "LINE_DATE_MISMATCH" and r["je_id"])
+    assert f"line 2 {new_date}" in located["detail"]
 
 
 def test_row_moved_to_another_batch(batch: dict[str, Any], target: db.Target,

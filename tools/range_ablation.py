@@ -10,11 +10,14 @@ costs, then cancels the batch (its rows are unposted again) and drops the
 twins. Never run it against a production database.
 
 Parts:
-  seal           canonical text of every row and the range digest
-  balance_check  the per-entry debits = credits check (hash aggregate over the lines)
-  digest_order   only the ORDER BY of the digest's string_agg (the sort)
+  seal           canonical text of every row, the entries' texts, leaf hashes and tree
+                 (audit.range_root); the sort into entry order stays, the balance
+                 check shares it
+  balance_check  the per-entry debits = credits check (two window sums a row)
+  digest_order   only line_no in the window's sort key (entries still grouped)
 
     python tools/range_ablation.py --period 2031-01 --txns 400000 --without seal
+    python tools/range_ablation.py --period 2031-03 --txns 400000 --without seal --seal-version 1
     python tools/range_ablation.py --period 2031-02 --txns 600000 \\
         --without balance_check --without digest_order
 
@@ -44,28 +47,36 @@ class ShapeChanged(SystemExit):
 
 
 def without_seal(source: str) -> str:
+    """No canonical text, no entry texts, no leaf hashes, no tree. The sort
+    into entry order stays: the per-entry balance check shares it."""
     twin, headers = re.subn(r",\s*audit\.canonical_header_text\([^)]*\) AS canonical", "", source)
-    twin, lines = re.subn(r",\s*audit\.canonical_line_text\([^)]*\) AS canonical", "", twin)
-    start = twin.find("(SELECT sha256(")
-    end = twin.find("AS x)", start) + len("AS x)")
-    if headers != 1 or lines != 1 or start < 0 or end < start:
+    twin, lines = re.subn(r",\s*CASE \$\d+ WHEN 1\s+THEN audit\.canonical_line_text\(.*?"
+                          r"END AS canonical", "", twin, flags=re.S)
+    twin, columns = re.subn(r"\b[hd]\.canonical,", "NULL::text,", twin)
+    twin, texts = re.subn(r"string_agg\(x\.canonical, E'\\n'\) OVER entry AS entry_text,", "",
+                          twin)
+    twin, roots = re.subn(r"audit\.range_root\(.*?\) AS seal", "NULL::bytea AS seal", twin,
+                          flags=re.S)
+    if (headers, lines, columns, texts, roots) != (1, 1, 2, 1, 1):
         raise ShapeChanged("seal")
     # The RANGE_DONE audit row (batch.complete_range) stays: one row a range.
-    return twin[:start] + "NULL::bytea" + twin[end:]
+    return twin
 
 
 def without_balance_check(source: str) -> str:
-    twin, found = re.subn(r"\(SELECT count\(\*\) FROM \(\s*SELECT d\.je_id FROM detail AS d"
-                          r" GROUP BY d\.je_id\s*HAVING sum\(d\.debit - d\.credit\) <> 0"
-                          r".*?\) AS u\)", "0::bigint", source, flags=re.S)
-    if found != 1:
+    twin, counted = re.subn(r"count\(\*\) FILTER \(WHERE e\.balance <> 0 OR "
+                            r"e\.functional_balance <> 0\)", "0::bigint", source)
+    twin, sums = re.subn(r"sum\(x\.debit - x\.credit\) OVER entry AS balance,\s*"
+                         r"sum\(x\.functional_debit - x\.functional_credit\) OVER entry\s*"
+                         r"AS functional_balance", "NULL::numeric AS balance", twin)
+    if (counted, sums) != (1, 1):
         raise ShapeChanged("balance_check")
     return twin
 
 
 def without_digest_order(source: str) -> str:
-    twin, found = re.subn(r"(string_agg\(x\.canonical, E'\\n')\s*ORDER BY x\.je_id, x\.line_no\)",
-                          r"\1)", source)
+    twin, found = re.subn(r"PARTITION BY x\.je_id ORDER BY x\.line_no", "PARTITION BY x.je_id",
+                          source)
     if found != 1:
         raise ShapeChanged("digest_order")
     return twin
@@ -91,6 +102,8 @@ def main() -> int:
     parser.add_argument("--period", required=True, help="an unused period, YYYY-MM")
     parser.add_argument("--txns", type=int, default=400_000)
     parser.add_argument("--range-size", type=int, default=10_000)
+    parser.add_argument("--seal-version", type=int, choices=(1, 2),
+                        help="seal the batch by this version (default: the current one)")
     parser.add_argument("--without", action="append", choices=sorted(PARTS), required=True,
                         help="a part to take out (repeat for several twins)")
     args = parser.parse_args()
@@ -115,6 +128,9 @@ def main() -> int:
                      (args.period, args.txns))
         batch_id = conn.execute("CALL batch.start_run(%s, 1, %s, 3, NULL)",
                                 (args.period, args.range_size)).fetchone()["p_batch_id"]
+        if args.seal_version:
+            conn.execute("UPDATE batch.run SET seal_version = %s WHERE batch_id = %s",
+                         (args.seal_version, batch_id))
         conn.execute("CALL batch.preflight(%s)", (batch_id,))
         conn.execute("CALL batch.allocate_ranges(%s)", (batch_id,))
         timings: dict[str, list[float]] = {name: [] for name in names}
@@ -138,8 +154,8 @@ def main() -> int:
                 conn.execute(f"DROP PROCEDURE IF EXISTS batch.{name}(bigint)")
             conn.execute("CALL batch.cancel_batch(%s)", (batch_id,))
 
-    print(f"batch {batch_id}, {args.txns} rows, ranges of {args.range_size}, "
-          f"one connection, first range of each left out")
+    print(f"batch {batch_id}, {args.txns} rows, ranges of {args.range_size}, seal version "
+          f"{args.seal_version or 'current'}, one connection, first range of each left out")
     full = statistics.mean(timings["process_range"][1:]) * 1000
     for name in names:
         runs = timings[name][1:]

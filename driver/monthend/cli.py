@@ -16,7 +16,7 @@ from typing import Any
 
 import click
 
-from monthend import __version__, db, jsonout, migrate, report, runner
+from monthend import __version__, db, jsonout, migrate, proof, report, runner
 from monthend import verify as verification
 from monthend.display import RunDisplay
 from monthend.embedded import EmbeddedCluster
@@ -475,6 +475,53 @@ def verify(ctx: click.Context, batch_id: int | None, head_file: Path | None, no_
         click.echo(f"monthend: verification not recorded in the audit chain: "
                    f"{result['record_error']}", err=True)
     if not result["ok"]:
+        sys.exit(1)
+
+
+@main.command()
+@click.argument("je_number")
+@json_option
+@click.pass_context
+@handle_errors
+def prove(ctx: click.Context, je_number: str, as_json: bool) -> None:
+    """The inclusion proof of one journal entry in its sealed batch (seal version 2).
+
+    With --json, one object an auditor checks with `monthend check-proof`, with
+    no database."""
+    document = proof.fetch(target_of(ctx), je_number)
+    if as_json:
+        emit_json(document)
+    else:
+        click.echo(proof.text(document))
+
+
+@main.command("check-proof")
+@click.argument("proof_file", metavar="FILE", type=click.Path(dir_okay=False, path_type=Path))
+@click.option("--head-file", type=click.Path(dir_okay=False, path_type=Path), default=None,
+              help="A chain head you kept (monthend verify --head-file): the sealing row must "
+                   "be at or before it.")
+@json_option
+@handle_errors
+def check_proof(proof_file: Path, head_file: Path | None, as_json: bool) -> None:
+    """Check a proof from `monthend prove --json`, with no database; exit 1 if it fails.
+
+    Recomputes the leaf hash, the range root along the range path, the batch
+    root along the batch path, and compares each with the proof's; with a kept
+    head, also that the sealing audit row is at or before it."""
+    kept = None
+    if head_file is not None:
+        kept = verification.read_head_file(head_file)
+        if kept is None:
+            raise ConfigurationError(f"--head-file {head_file} does not exist.")
+    checked = proof.result(proof.read_proof_file(proof_file), kept)
+    if as_json:
+        emit_json(checked)
+    else:
+        for step in checked["steps"]:
+            click.echo(f"{'ok  ' if step['ok'] else 'FAIL'} {step['step']}: {step['detail']}")
+        click.echo(f"proof of {checked['je_number']} holds" if checked["ok"] else
+                   f"proof of {checked['je_number']} FAILS at step {checked['failed_step']}")
+    if not checked["ok"]:
         sys.exit(1)
 
 

@@ -407,3 +407,7 @@ ORDER BY c.check_id;
 SELECT seal_order, batch_id, encode(digest, 'hex') AS digest, lines, functional_debit,
        functional_credit
 FROM gl.period_seal_batch WHERE period = %(period)s ORDER BY seal_order;
+
+-- name: prove_entry
+-- The inclusion proof of one journal entry (seal version 2), one JSON object.
+SELECT audit.prove_entry(%(je_number)s) AS proof;

@@ -1,0 +1,223 @@
+"""Inclusion proofs of one journal entry: ``monthend prove`` fetches one from
+the database (audit.prove_entry), ``monthend check-proof`` checks one with no
+database at all.
+
+A proof (seal version 2) says: this entry's canonical bytes are leaf
+``leaf_index`` of the ``range_size`` leaves of a range whose RFC 6962 Merkle
+Tree Hash is ``range_root``; that root is leaf ``range_index`` of the
+``range_count`` range roots whose Merkle Tree Hash is ``batch_root``; and
+``batch_root`` is what audit row ``audit_seq`` (hash ``audit_hash``) sealed.
+Checking it is hashing: the leaf, then up each audit path as RFC 9162
+§2.1.3.2 says, comparing each root reached with the one the proof states. A
+kept head (``monthend verify --head-file``) adds that the sealing row is in
+the chain the auditor already holds: at or before the kept head, and, when it
+is the kept head, with its hash.
+
+Each check is a named step; a proof with any byte of its leaf, a path or a
+root changed fails at the step that first sees it.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import re
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from monthend import db
+from monthend.errors import ConfigurationError
+from monthend.verify import KeptHead
+
+# The keys of a proof, exactly: auditors' scripts depend on them.
+PROOF_KEYS = ("je_number", "batch_id", "seal_version", "leaf", "leaf_index", "range_size",
+              "range_path", "range_index", "range_count", "batch_path", "range_root",
+              "batch_root", "audit_seq", "audit_hash")
+_HEX32 = re.compile(r"^[0-9a-f]{64}$")
+
+
+def fetch(target: db.Target, je_number: str) -> dict[str, Any]:
+    """The proof of ``je_number`` as audit.prove_entry gives it."""
+    with db.connect(target) as conn:
+        row = db.call_one(conn, "prove_entry", je_number=je_number)
+    assert row is not None
+    return dict(row["proof"])
+
+
+def leaf_hash(leaf: bytes) -> bytes:
+    return hashlib.sha256(b"\x00" + leaf).digest()
+
+
+def node_hash(left: bytes, right: bytes) -> bytes:
+    return hashlib.sha256(b"\x01" + left + right).digest()
+
+
+class PathError(ValueError):
+    """An audit path that cannot be one for its index and tree size."""
+
+
+def root_from_path(leaf: bytes, index: int, size: int, path: list[bytes]) -> bytes:
+    """The root an RFC 6962 audit path leads to from a leaf hash (RFC 9162 §2.1.3.2)."""
+    if not 0 <= index < size:
+        raise PathError(f"leaf index {index} is outside a tree of {size} leaves")
+    fn, sn, node = index, size - 1, leaf
+    for sibling in path:
+        if sn == 0:
+            raise PathError(f"the path has {len(path)} hashes, more than leaf {index} of a "
+                            f"tree of {size} has")
+        if fn & 1 or fn == sn:
+            node = node_hash(sibling, node)
+            while not fn & 1 and fn != 0:
+                fn >>= 1
+                sn >>= 1
+        else:
+            node = node_hash(node, sibling)
+        fn >>= 1
+        sn >>= 1
+    if sn != 0:
+        raise PathError(f"the path has {len(path)} hashes, fewer than leaf {index} of a tree "
+                        f"of {size} needs")
+    return node
+
+
+@dataclass(frozen=True)
+class Step:
+    step: str
+    ok: bool
+    detail: str
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"step": self.step, "ok": self.ok, "detail": self.detail}
+
+
+def read_proof_file(path: Path) -> dict[str, Any]:
+    """A proof file as ``monthend prove --json`` wrote it; bad usage if it is not one."""
+    try:
+        document = json.loads(path.read_text())
+    except FileNotFoundError as exc:
+        raise ConfigurationError(f"{path}: no such file. Write one with "
+                                 "`monthend prove JE_NUMBER --json > FILE`.") from exc
+    except (OSError, UnicodeDecodeError, ValueError) as exc:
+        raise ConfigurationError(f"{path} is not a proof: {exc}. Write one with "
+                                 "`monthend prove JE_NUMBER --json > FILE`.") from exc
+    if not isinstance(document, dict):
+        raise ConfigurationError(f"{path} is not a proof: expected one JSON object with the keys "
+                                 f"{', '.join(PROOF_KEYS)}.")
+    return document
+
+
+def _form(proof: dict[str, Any]) -> list[str]:
+    """What is wrong with the proof's shape (keys and types), if anything."""
+    problems = []
+    missing = [k for k in PROOF_KEYS if k not in proof]
+    extra = sorted(k for k in proof if k not in PROOF_KEYS)
+    if missing:
+        problems.append(f"missing {', '.join(missing)}")
+    if extra:
+        problems.append(f"unknown {', '.join(extra)}")
+    for key in ("batch_id", "seal_version", "leaf_index", "range_size", "range_index",
+                "range_count", "audit_seq"):
+        value = proof.get(key)
+        if key in proof and (isinstance(value, bool) or not isinstance(value, int)):
+            problems.append(f"{key} is not an integer")
+    for key in ("je_number", "leaf"):
+        if key in proof and not isinstance(proof[key], str):
+            problems.append(f"{key} is not a string")
+    for key in ("range_root", "batch_root", "audit_hash"):
+        if key in proof and not (isinstance(proof[key], str) and _HEX32.match(proof[key])):
+            problems.append(f"{key} is not 64 lowercase hex digits")
+    for key in ("range_path", "batch_path"):
+        value = proof.get(key)
+        if key in proof and not (isinstance(value, list)
+                                 and all(isinstance(x, str) and _HEX32.match(x) for x in value)):
+            problems.append(f"{key} is not a list of 64-hex-digit hashes")
+    if not problems and proof["seal_version"] != 2:
+        problems.append(f"seal_version {proof['seal_version']} has no proofs of one entry; "
+                        "this checks version 2")
+    return problems
+
+
+def check(proof: dict[str, Any], kept: KeptHead | None = None) -> list[Step]:
+    """Every step of checking ``proof``, in order; the proof holds when all are ok.
+    A step that cannot run because an earlier one failed is left out."""
+    problems = _form(proof)
+    steps = [Step("form", not problems,
+                  "; ".join(problems) if problems else
+                  f"a seal version 2 proof of {proof['je_number']}")]
+    if problems:
+        return steps
+
+    # The leaf names the entry the proof is for: its header is the first line,
+    # 'H|je_id|je_number|je_date|period|batch_id|...'.
+    fields = proof["leaf"].split("\n", 1)[0].split("|")
+    names = (len(fields) > 5 and fields[0] == "H" and fields[2] == proof["je_number"]
+             and fields[5] == str(proof["batch_id"]))
+    steps.append(Step("leaf", names,
+                      f"the leaf is the entry {proof['je_number']} of batch {proof['batch_id']}"
+                      if names else
+                      f"the leaf's header ({'|'.join(fields[:6])}) is not entry "
+                      f"{proof['je_number']} of batch {proof['batch_id']}"))
+
+    leaf = leaf_hash(proof["leaf"].encode("utf-8"))
+    try:
+        range_root = root_from_path(leaf, proof["leaf_index"], proof["range_size"],
+                                    [bytes.fromhex(x) for x in proof["range_path"]])
+        ok = range_root.hex() == proof["range_root"]
+        detail = (f"leaf {proof['leaf_index']} of {proof['range_size']} and its range_path "
+                  f"hash to {range_root.hex()}" +
+                  ("" if ok else f", not to range_root {proof['range_root']}"))
+    except PathError as exc:
+        ok, detail = False, f"range_path: {exc}"
+    steps.append(Step("range root", ok, detail))
+
+    try:
+        batch_root = root_from_path(leaf_hash(bytes.fromhex(proof["range_root"])),
+                                    proof["range_index"], proof["range_count"],
+                                    [bytes.fromhex(x) for x in proof["batch_path"]])
+        ok = batch_root.hex() == proof["batch_root"]
+        detail = (f"range_root as range {proof['range_index']} of {proof['range_count']} and "
+                  f"the batch_path hash to {batch_root.hex()}" +
+                  ("" if ok else f", not to batch_root {proof['batch_root']}"))
+    except PathError as exc:
+        ok, detail = False, f"batch_path: {exc}"
+    steps.append(Step("batch root", ok, detail))
+
+    if kept is not None:
+        seq, digest = proof["audit_seq"], proof["audit_hash"]
+        if seq > kept.seq:
+            ok, detail = False, (f"the sealing row {seq} is after the kept head (row {kept.seq}): "
+                                 "verify the chain up to it and keep a newer head first")
+        elif seq == kept.seq and digest != kept.hash:
+            ok, detail = False, (f"the sealing row {seq} is the kept head, whose hash is "
+                                 f"{kept.hash}, not {digest}")
+        else:
+            ok, detail = True, (f"the sealing row {seq} is "
+                                f"{'the kept head' if seq == kept.seq else 'before'} "
+                                f"the kept head (row {kept.seq})")
+        steps.append(Step("head", ok, detail))
+    return steps
+
+
+def result(proof: dict[str, Any], kept: KeptHead | None) -> dict[str, Any]:
+    steps = check(proof, kept)
+    failed = next((s.step for s in steps if not s.ok), None)
+    return {"ok": failed is None, "je_number": proof.get("je_number"), "failed_step": failed,
+            "steps": [s.as_dict() for s in steps]}
+
+
+def text(proof: dict[str, Any]) -> str:
+    """A proof for a reader; ``--json`` gives the object itself."""
+    return "\n".join([
+        f"entry {proof['je_number']}, batch {proof['batch_id']}, seal version "
+        f"{proof['seal_version']}",
+        *(f"  {line}" for line in proof["leaf"].split("\n")),
+        f"leaf {proof['leaf_index']} of {proof['range_size']} in range {proof['range_index']} "
+        f"of {proof['range_count']}; range path {len(proof['range_path'])} hashes, batch path "
+        f"{len(proof['batch_path'])}",
+        f"range root {proof['range_root']}",
+        f"batch root {proof['batch_root']}",
+        f"sealed by audit row {proof['audit_seq']} (hash {proof['audit_hash']})",
+        "check it with no database: monthend prove "
+        f"{proof['je_number']} --json > proof.json && monthend check-proof proof.json",
+    ])
