@@ -4,7 +4,12 @@
 -- chain head equal to the last row. One row per problem; no rows: all is well.
 -- A chain rewritten consistently from the start passes here: compare
 -- audit.head() with a head kept outside the database to catch that.
-CREATE OR REPLACE FUNCTION audit.verify_chain()
+-- With p_after_seq, only the rows after that one are checked, the first of
+-- them against its hash: what incremental verification needs once
+-- audit.verify_kept_head has shown that row is the one a head kept earlier
+-- names. The rows are read through the primary key from there on, so the
+-- cost is what was appended since, not the chain's length.
+CREATE OR REPLACE FUNCTION audit.verify_chain(p_after_seq bigint DEFAULT 0)
 RETURNS TABLE (seq bigint, problem text, detail text)
 LANGUAGE sql
 STABLE
@@ -18,6 +23,9 @@ BEGIN ATOMIC
                lag(l.seq) OVER (ORDER BY l.seq) AS previous_seq,
                lag(l.hash) OVER (ORDER BY l.seq) AS previous_hash
         FROM audit.log AS l
+        WHERE l.seq >= p_after_seq
+    ), checked AS (
+        SELECT c.* FROM chain AS c WHERE c.seq > p_after_seq
     ), problems AS (
         SELECT c.seq, 'SEQUENCE_GAP' AS problem,
                format('row %s follows row %s: %s', c.seq, coalesce(c.previous_seq, 0),
@@ -27,18 +35,20 @@ BEGIN ATOMIC
                            THEN format('rows %s..%s are missing',
                                        coalesce(c.previous_seq, 0) + 1, c.seq - 1)
                            ELSE 'the chain starts at row 1' END) AS detail
-        FROM chain AS c WHERE c.seq <> coalesce(c.previous_seq, 0) + 1
+        FROM checked AS c WHERE c.seq <> coalesce(c.previous_seq, p_after_seq) + 1
         UNION ALL
         SELECT c.seq, 'BROKEN_LINK',
                format('prev_hash %s does not match the previous row''s hash %s',
                       encode(c.prev_hash, 'hex'),
                       encode(coalesce(c.previous_hash, sha256(''::bytea)), 'hex'))
-        FROM chain AS c WHERE c.prev_hash <> coalesce(c.previous_hash, sha256(''::bytea))
+        FROM checked AS c
+        WHERE c.prev_hash <> coalesce(c.previous_hash, sha256(''::bytea))
+          AND (c.previous_seq IS NOT NULL OR p_after_seq = 0)
         UNION ALL
         SELECT c.seq, 'HASH_MISMATCH',
                format('stored hash %s, content hashes to %s', encode(c.hash, 'hex'),
                       encode(c.recomputed, 'hex'))
-        FROM chain AS c WHERE c.hash <> c.recomputed
+        FROM checked AS c WHERE c.hash <> c.recomputed
         UNION ALL
         SELECT h.seq, 'HEAD_MISMATCH',
                format('chain head says row %s with hash %s; the log ends at row %s with %s',
@@ -52,4 +62,4 @@ BEGIN ATOMIC
     SELECT p.seq, p.problem, p.detail FROM problems AS p ORDER BY p.seq, p.problem;
 END;
 
-GRANT EXECUTE ON FUNCTION audit.verify_chain() TO monthend_runner, monthend_auditor;
+GRANT EXECUTE ON FUNCTION audit.verify_chain(bigint) TO monthend_runner, monthend_auditor;

@@ -18,6 +18,7 @@ import click
 
 from monthend import __version__, db, jsonout, migrate, proof, report, runner
 from monthend import verify as verification
+from monthend import watch as auditor_watch
 from monthend.display import RunDisplay
 from monthend.embedded import EmbeddedCluster
 from monthend.errors import ConfigurationError, MonthendError, RunFailed
@@ -452,21 +453,88 @@ def dlq_list(ctx: click.Context, batch_id: int | None, limit: int, as_json: bool
 
 @main.command()
 @click.option("--batch", "batch_id", type=int, default=None,
-              help="Verify this batch's seal (default: every committed batch).")
+              help="Verify this batch's seal, the chain and the ledger.")
+@click.option("--full", is_flag=True,
+              help="Everything: the chain, the ledger, every batch and closed period (the "
+                   "default without --since-head or --batch).")
+@click.option("--jobs", type=click.IntRange(min=1), default=1, show_default=True,
+              help="Sessions verifying in parallel, all in one exported snapshot.")
+@click.option("--since-head", type=click.Path(dir_okay=False, path_type=Path), default=None,
+              help="Verify only what is new after the head kept in this file (chain rows, "
+                   "batches and periods sealed after it); the file is replaced with the new "
+                   "head when all is well.")
 @click.option("--head-file", type=click.Path(dir_okay=False, path_type=Path), default=None,
               help="A chain head kept outside the database (JSON: seq, hash). If the file "
                    "exists, that head must still be in the chain; when verification passes "
                    "the file is replaced with the current head.")
+@click.option("--from-head", type=click.Path(dir_okay=False, path_type=Path), default=None,
+              help="With --to-head: check that the chain leads from this kept head to that "
+                   "one (reads only the chain rows between them).")
+@click.option("--to-head", type=click.Path(dir_okay=False, path_type=Path), default=None,
+              help="The later kept head, for --from-head.")
+@click.option("--watch", is_flag=True,
+              help="Verify incrementally since --head-file every --interval seconds, for "
+                   "ever, exporting Prometheus gauges (--port or --textfile); writes nothing "
+                   "but the head file.")
+@click.option("--interval", type=click.FloatRange(min=1), default=60, show_default=True,
+              help="Seconds between two verifications under --watch.")
+@click.option("--count", type=click.IntRange(min=1), default=None,
+              help="Under --watch, stop after this many verifications (default: never).")
+@click.option("--port", type=click.IntRange(min=1, max=65535), default=None,
+              help="Under --watch, serve the gauges over HTTP on this port.")
+@click.option("--address", default="0.0.0.0", show_default=True,
+              help="Under --watch --port, the address to listen on.")
+@click.option("--textfile", type=click.Path(dir_okay=False, path_type=Path), default=None,
+              help="Under --watch, write the gauges to this file (node_exporter's textfile "
+                   "collector), replaced atomically.")
 @click.option("--no-record", is_flag=True,
               help="Do not record the run in the audit chain (e.g. on a read-only standby).")
 @json_option
 @click.pass_context
 @handle_errors
-def verify(ctx: click.Context, batch_id: int | None, head_file: Path | None, no_record: bool,
+def verify(ctx: click.Context, batch_id: int | None, full: bool, jobs: int,
+           since_head: Path | None, head_file: Path | None, from_head: Path | None,
+           to_head: Path | None, watch: bool, interval: float, count: int | None,
+           port: int | None, address: str, textfile: Path | None, no_record: bool,
            as_json: bool) -> None:
     """Run the audit verification functions; exit 1 on any problem."""
+    if (from_head is None) != (to_head is None):
+        raise ConfigurationError("--from-head and --to-head go together: the two kept heads "
+                                 "to check the chain between.")
+    if sum(x for x in (full, batch_id is not None, since_head is not None, watch,
+                       from_head is not None)) > 1:
+        raise ConfigurationError("choose one of --full, --batch, --since-head, --watch and "
+                                 "--from-head/--to-head.")
+    if not watch and (port is not None or textfile is not None or count is not None):
+        raise ConfigurationError("--port, --textfile and --count go with --watch.")
     target = target_of(ctx)
-    result = verification.verify(target, batch_id, head_file, record_run=not no_record)
+    if from_head is not None:
+        assert to_head is not None
+        result = verification.between_heads(target, from_head, to_head)
+        if as_json:
+            emit_json(result)
+        else:
+            click.echo(verification.between_heads_text(result))
+        if not result["ok"]:
+            sys.exit(1)
+        return
+    if watch:
+        if head_file is None:
+            raise ConfigurationError("--watch verifies since the head kept in --head-file: give "
+                                     "one (keep a first one with `monthend verify --full "
+                                     "--head-file FILE`).")
+        if port is None and textfile is None:
+            raise ConfigurationError("--watch exports its gauges: give --port or --textfile.")
+        last = auditor_watch.watch(target, head_file, interval, count=count, port=port,
+                                   address=address, textfile=textfile, jobs=jobs,
+                                   report=None if as_json else click.echo)
+        if as_json:
+            emit_json(last)
+        if last is None or not last["ok"]:
+            sys.exit(1)
+        return
+    result = verification.verify(target, batch_id, head_file, record_run=not no_record,
+                                 since_head=since_head, jobs=jobs)
     if as_json:
         emit_json(result)
     else:

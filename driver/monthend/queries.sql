@@ -111,8 +111,9 @@ FROM batch.validation_result WHERE batch_id = %(batch_id)s AND range_id IS NULL
 ORDER BY validation_id;
 
 -- name: verify_chain
--- Every problem in the audit chain (none: all is well).
-SELECT * FROM audit.verify_chain();
+-- Every problem in the audit chain after row after_seq (0: the whole chain;
+-- none: all is well).
+SELECT * FROM audit.verify_chain(%(after_seq)s);
 
 -- name: verify_batch
 -- Every problem with one batch's seal (none: all is well).
@@ -123,8 +124,40 @@ SELECT * FROM audit.verify_batch(%(batch_id)s);
 SELECT * FROM audit.head();
 
 -- name: committed_batches
--- Every committed batch, for verifying them all.
-SELECT batch_id FROM batch.run WHERE status = 'COMMITTED' ORDER BY batch_id;
+-- Every committed batch, for verifying them all, the largest first (so
+-- parallel jobs end together).
+SELECT batch_id FROM batch.run WHERE status = 'COMMITTED'
+ORDER BY coalesce(line_count, 0) DESC, batch_id;
+
+-- name: batches_sealed_since
+-- The batches to verify incrementally: those the chain sealed after row
+-- after_seq, and any committed batch the chain never sealed at all (audit
+-- .verify_batch says so), the largest first.
+SELECT r.batch_id
+FROM batch.run AS r
+WHERE r.status = 'COMMITTED'
+  AND (EXISTS (SELECT FROM audit.log AS l
+               WHERE l.batch_id = r.batch_id AND l.event = 'BATCH_COMMITTED'
+                 AND l.seq > %(after_seq)s)
+       OR NOT EXISTS (SELECT FROM audit.log AS l
+                      WHERE l.batch_id = r.batch_id AND l.event = 'BATCH_COMMITTED'))
+ORDER BY coalesce(r.line_count, 0) DESC, r.batch_id;
+
+-- name: periods_sealed_since
+-- The closed periods whose seal the chain recorded after row after_seq.
+SELECT DISTINCT l.payload ->> 'period' AS period
+FROM audit.log AS l
+WHERE l.seq > %(after_seq)s AND l.event = 'PERIOD_CLOSED'
+ORDER BY 1;
+
+-- name: chain_rows
+-- The chain's rows from_seq..to_seq as stored, for checking them outside the
+-- database (monthend verify --from-head --to-head).
+SELECT seq, at, event, batch_id, actor, payload::text AS payload, encode(prev_hash, 'hex')
+       AS prev_hash, encode(hash, 'hex') AS hash
+FROM audit.log
+WHERE seq BETWEEN %(from_seq)s AND %(to_seq)s
+ORDER BY seq;
 
 -- name: sealed_periods
 -- Every closed period (closed or permanently closed), for verifying their seals.
