@@ -425,7 +425,7 @@ def test_changed_repeatable_is_reapplied_and_keeps_its_grants(
     conn = migrated_conn
     expected = {
         START_RUN_SIGNATURE: {"monthend_owner", "monthend_runner"},
-        "audit.verify_chain()": {"monthend_owner", "monthend_runner", "monthend_auditor"},
+        "audit.verify_chain(bigint)": {"monthend_owner", "monthend_runner", "monthend_auditor"},
     }
     assert {sig: _grantees(conn, sig) for sig in expected} == expected
     # A grant lost by hand is restored too: the file carries its grants.
@@ -446,8 +446,8 @@ def test_changed_repeatable_is_reapplied_and_keeps_its_grants(
     privileges = _rows(conn, """
         SELECT has_function_privilege('monthend_runner', %(start)s, 'EXECUTE'),
                has_function_privilege('monthend_auditor', %(start)s, 'EXECUTE'),
-               has_function_privilege('monthend_runner', 'audit.verify_chain()', 'EXECUTE'),
-               has_function_privilege('monthend_auditor', 'audit.verify_chain()', 'EXECUTE'),
+               has_function_privilege('monthend_runner', 'audit.verify_chain(bigint)', 'EXECUTE'),
+               has_function_privilege('monthend_auditor', 'audit.verify_chain(bigint)', 'EXECUTE'),
                (SELECT proowner::regrole::text FROM pg_proc WHERE oid = %(start)s::regprocedure)
         """, {"start": START_RUN_SIGNATURE})[0]
     assert privileges == (True, False, True, True, "monthend_owner")

@@ -46,10 +46,18 @@ RUN_ROUTINES = [
     # range_claim_held reads pg_locks by the claim's key.
     "batch.lock_key(text,bigint)",
 ]
-VERIFY_ROUTINES = ["audit.verify_chain()", "audit.verify_batch(bigint)", "audit.head()",
+VERIFY_ROUTINES = ["audit.verify_chain(bigint)", "audit.verify_batch(bigint)", "audit.head()",
                    "audit.verify_ledger()", "audit.verify_kept_head(bigint,text)",
+                   "audit.prove_entry(text)",
                    # The one write an auditor makes: a VERIFICATION_RUN event.
-                   "audit.record_verification(jsonb)"]
+                   "audit.record_verification(jsonb)",
+                   # The seal's building blocks (seal version 2), so an auditor can
+                   # recompute a leaf, a root or a path in psql.
+                   "audit.merkle_leaf_hash(bytea)", "audit.merkle_parent_level(bytea[])",
+                   "audit.merkle_root(bytea[])", "audit.merkle_path(bytea[],bigint)",
+                   "audit.entry_leaf_hash(text)", "audit.range_root(smallint,text[],bytea[])",
+                   "audit.batch_root(smallint,bytea[])",
+                   "audit.ledger_entry_text(bigint,smallint,bigint,bigint)"]
 # The compliance reports (sql/views/): read-only SQL functions. The runner may run
 # those that read what it can read; the integrity report reads audit.log.
 RUNNER_REPORTS = ["gl.large_transaction_report(text,numeric,bigint)",
