@@ -177,7 +177,10 @@ def test_measured_figures_are_rendered_from_their_json() -> None:
 
 def test_the_render_check_can_fail(tmp_path: Path) -> None:
     tool = _render_tool()
-    stale = f"intro\n{tool.BEGIN}\n| an old figure |\n{tool.END}\nrest\n"
+    stale = "intro\n" + "".join(f"<!-- BEGIN {kind} -->\n| an old figure |\n"
+                                 f"<!-- END {kind} -->\n" for kind, _render in tool.SECTIONS) \
+        + "rest\n"
     rendered = tool.render_page(stale, tool.load_measurements())
     assert rendered != stale
-    assert rendered.startswith("intro\n") and rendered.endswith(f"{tool.END}\nrest\n")
+    assert rendered.startswith("intro\n") and rendered.endswith("rest\n")
+    assert "| an old figure |" not in rendered

@@ -28,6 +28,9 @@ The first range of each procedure is a warm-up and is left out of the figures.
 from __future__ import annotations
 
 import argparse
+import datetime
+import json
+import platform
 import re
 import statistics
 import sys
@@ -104,6 +107,11 @@ def main() -> int:
     parser.add_argument("--range-size", type=int, default=10_000)
     parser.add_argument("--seal-version", type=int, choices=(1, 2),
                         help="seal the batch by this version (default: the current one)")
+    parser.add_argument("--out", type=Path,
+                        help="also write the figures as a measurement document here "
+                             "(docs/performance/ablation/, rendered into docs/performance.md)")
+    parser.add_argument("--machine", default=f"{platform.machine()}, {platform.node()}",
+                        help="what it ran on, for --out")
     parser.add_argument("--without", action="append", choices=sorted(PARTS), required=True,
                         help="a part to take out (repeat for several twins)")
     args = parser.parse_args()
@@ -157,14 +165,35 @@ def main() -> int:
     print(f"batch {batch_id}, {args.txns} rows, ranges of {args.range_size}, seal version "
           f"{args.seal_version or 'current'}, one connection, first range of each left out")
     full = statistics.mean(timings["process_range"][1:]) * 1000
+    procedures = []
     for name in names:
         runs = timings[name][1:]
         mean = statistics.mean(runs) * 1000
         line = (f"  {name:38s} {len(runs):3d} ranges  mean {mean:7.1f} ms  "
                 f"median {statistics.median(runs) * 1000:7.1f} ms")
+        figures = {"procedure": name, "ranges": len(runs), "mean_ms": round(mean, 1),
+                   "median_ms": round(statistics.median(runs) * 1000, 1),
+                   "part_ms": None, "part_percent": None}
         if name != "process_range":
             line += f"  -> the part costs {full - mean:6.1f} ms, {100 * (full - mean) / full:4.1f}%"
+            figures.update(part_ms=round(full - mean, 1),
+                           part_percent=round(100 * (full - mean) / full, 1))
+        procedures.append(figures)
         print(line)
+    if args.out:
+        command = ["python tools/range_ablation.py", "--period", args.period, "--txns",
+                   str(args.txns), *(f"--without {p}" for p in parts)]
+        if args.seal_version:
+            command += ["--seal-version", str(args.seal_version)]
+        document = {"command": " ".join(command),
+                    "measured_on": datetime.date.today().isoformat(),
+                    "machine": args.machine,
+                    "result": {"batch_id": batch_id, "txns": args.txns,
+                               "range_size": args.range_size,
+                               "seal_version": args.seal_version or "current",
+                               "procedures": procedures}}
+        args.out.parent.mkdir(parents=True, exist_ok=True)
+        args.out.write_text(json.dumps(document, indent=2) + "\n")
     return 0
 
 

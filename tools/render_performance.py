@@ -135,13 +135,73 @@ def render_section(measurements: list[tuple[str, dict[str, Any]]]) -> str:
     return "\n".join(out)
 
 
+def _documents(directory: Path) -> list[tuple[str, dict[str, Any]]]:
+    return [(path.stem, json.loads(path.read_text(encoding="utf-8")))
+            for path in sorted(directory.glob("*.json"))]
+
+
+def _source(kind: str, name: str, document: dict[str, Any]) -> str:
+    return (f"[{name}](performance/{kind}/{name}.json), measured on "
+            f"{document['measured_on']} ({document['machine']}): `{document['command']}`")
+
+
+def render_verification(documents: list[tuple[str, dict[str, Any]]]) -> str:
+    """Audit verification against history (tools/verify_history.py)."""
+    out: list[str] = []
+    for name, document in documents:
+        r = document["result"]
+        inc = r["incremental_median_seconds"]
+        full = r["full_median_seconds_by_jobs"]
+        out.append(_source("verification", name, document))
+        out.append("")
+        rows = [[f"incremental, one new batch of {r['txns_per_batch']:,} rows, "
+                 f"{k} earlier batch(es)", _fmt(v), ", ".join(_fmt(x) for x in
+                                                              r["incremental_seconds"][k])]
+                for k, v in inc.items()]
+        rows.append(["incremental: most history / least history", _fmt(r["incremental_ratio"]),
+                     ""])
+        rows += [[f"full, {r['full_batches']} batches, --jobs {k}", _fmt(v),
+                  ", ".join(_fmt(x) for x in r["full_seconds_by_jobs"][k])]
+                 for k, v in full.items()]
+        out += _table(["verification", "median, s", f"{r['rounds']} rounds, s"], rows)
+        out.append("")
+    return "\n".join(out).rstrip("\n")
+
+
+def render_ablation(documents: list[tuple[str, dict[str, Any]]]) -> str:
+    """What parts of a range cost (tools/range_ablation.py --out)."""
+    out: list[str] = []
+    for name, document in documents:
+        r = document["result"]
+        out.append(_source("ablation", name, document))
+        out.append("")
+        rows = [[p["procedure"], str(p["ranges"]), _fmt(p["mean_ms"], 1), _fmt(p["median_ms"], 1),
+                 "" if p.get("part_ms") is None else f"{_fmt(p['part_ms'], 1)} ms, "
+                 f"{_fmt(p['part_percent'], 1)}%"]
+                for p in r["procedures"]]
+        out += _table(["procedure", "ranges", "mean, ms", "median, ms", "the part costs"], rows)
+        out.append("")
+    return "\n".join(out).rstrip("\n")
+
+
+SECTIONS = (
+    ("measured", None),
+    ("verification", render_verification),
+    ("ablation", render_ablation),
+)
+
+
 def render_page(page: str, measurements: list[tuple[str, dict[str, Any]]]) -> str:
-    """The page with the section between the markers replaced."""
-    start, end = page.find(BEGIN), page.find(END)
-    if start < 0 or end < start:
-        raise SystemExit(f"{PAGE}: the markers {BEGIN} and {END} are missing")
-    return (page[:start + len(BEGIN)] + "\n" + render_section(measurements) + "\n"
-            + page[end:])
+    """The page with the section between each pair of markers replaced."""
+    for kind, render in SECTIONS:
+        begin, end_marker = f"<!-- BEGIN {kind} -->", f"<!-- END {kind} -->"
+        start, end = page.find(begin), page.find(end_marker)
+        if start < 0 or end < start:
+            raise SystemExit(f"{PAGE}: the markers {begin} and {end_marker} are missing")
+        body = (render_section(measurements) if render is None
+                else render(_documents(DATA / kind)))
+        page = page[:start + len(begin)] + "\n" + body + "\n" + page[end:]
+    return page
 
 
 def main() -> int:
