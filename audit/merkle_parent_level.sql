@@ -19,7 +19,10 @@ DECLARE
     v_left    bytea;
 BEGIN
     FOREACH v_node IN ARRAY p_level LOOP
-        IF v_left IS NULL THEN
+        IF v_node IS NULL THEN
+            RAISE EXCEPTION 'a Merkle tree node is NULL; every leaf and node is a hash'
+                USING ERRCODE = 'null_value_not_allowed';
+        ELSIF v_left IS NULL THEN
             v_left := v_node;
         ELSE
             v_parents := v_parents || sha256('\x01'::bytea || v_left || v_node);

@@ -12,6 +12,9 @@ DECLARE
 BEGIN
     IF cardinality(v_level) = 0 THEN
         RETURN sha256(''::bytea);
+    ELSIF cardinality(v_level) = 1 AND v_level[1] IS NULL THEN
+        RAISE EXCEPTION 'a Merkle tree node is NULL; every leaf and node is a hash'
+            USING ERRCODE = 'null_value_not_allowed';
     END IF;
     WHILE cardinality(v_level) > 1 LOOP
         v_level := audit.merkle_parent_level(v_level);

@@ -18,8 +18,8 @@
 --                sealed the batch root.
 -- The range's leaves are recomputed from the ledger (one range, through the
 -- je_id indexes: ~30,000 entries by default, a fraction of a second) and must
--- hash to the sealed range root, or there is no proof to give: the error
--- says to verify the batch. The batch's path comes from the sealed range
+-- hash to the sealed range root, with every entry's lines dated as its
+-- header, or there is no proof to give: the error says to verify the batch. The batch's path comes from the sealed range
 -- roots. Only a committed batch sealed by version 2 has proofs; version 1
 -- sealed each range as one flat hash.
 CREATE OR REPLACE FUNCTION audit.prove_entry(p_je_number text)
@@ -47,6 +47,8 @@ DECLARE
     v_leaf        text;
     v_leaf_index  integer;
     v_batch_root  bytea;
+    v_misdated    bigint;
+    v_version     smallint;
 BEGIN
     IF p_je_number IS NULL OR p_je_number !~ '^[0-9]{4}-(0[1-9]|1[0-2])-[0-9]{10}$' THEN
         RAISE EXCEPTION 'je_number % is not one: a je_number is the period and a ten-digit number, '
@@ -63,12 +65,6 @@ BEGIN
     IF NOT FOUND THEN
         RAISE EXCEPTION 'no committed batch of period % holds je_number %', v_period, p_je_number
             USING ERRCODE = 'no_data_found';
-    ELSIF v_run.seal_version < 2 THEN
-        RAISE EXCEPTION 'batch % was sealed by seal version %, which seals each range as one '
-                        'hash and has no proofs of one entry', v_run.batch_id, v_run.seal_version
-            USING ERRCODE = 'feature_not_supported',
-                  HINT = format('Verify the whole batch: monthend verify --batch %s.',
-                                v_run.batch_id);
     END IF;
     v_je_id := v_run.je_id_base + (v_number - v_run.je_number_base - 1);
 
@@ -81,6 +77,16 @@ BEGIN
             USING ERRCODE = 'data_corrupted',
                   HINT = format('Verify it: monthend verify --batch %s.', v_run.batch_id);
     END IF;
+    -- The seal version is the one the chain sealed (seals before version 2
+    -- name none).
+    v_version := coalesce((v_seal ->> 'seal_version')::smallint, 1);
+    IF v_version < 2 THEN
+        RAISE EXCEPTION 'batch % was sealed by seal version %, which seals each range as one '
+                        'hash and has no proofs of one entry', v_run.batch_id, v_version
+            USING ERRCODE = 'feature_not_supported',
+                  HINT = format('Verify the whole batch: monthend verify --batch %s.',
+                                v_run.batch_id);
+    END IF;
 
     -- The sealed range roots in range order, the batch root over them, and
     -- the range holding the entry.
@@ -88,7 +94,7 @@ BEGIN
       INTO v_roots
       FROM jsonb_array_elements(v_seal -> 'ranges') AS x;
     v_batch_root := decode(v_seal ->> 'digest', 'hex');
-    IF audit.batch_root(v_run.seal_version, v_roots) IS DISTINCT FROM v_batch_root THEN
+    IF audit.batch_root(v_version, v_roots) IS DISTINCT FROM v_batch_root THEN
         RAISE EXCEPTION 'the sealed range roots of batch % do not hash to its sealed batch root',
                         v_run.batch_id
             USING ERRCODE = 'data_corrupted',
@@ -115,11 +121,21 @@ BEGIN
     -- sealed ones.
     SELECT array_agg(audit.entry_leaf_hash(e.entry_text) ORDER BY e.je_id),
            min(e.entry_text) FILTER (WHERE e.je_id = v_je_id),
-           count(*) FILTER (WHERE e.je_id < v_je_id)
-      INTO v_leaves, v_leaf, v_leaf_index
-      FROM audit.ledger_entry_text(v_run.batch_id, v_run.seal_version, v_lo_je_id,
+           count(*) FILTER (WHERE e.je_id < v_je_id),
+           count(*) FILTER (WHERE e.dates_differ)
+      INTO v_leaves, v_leaf, v_leaf_index, v_misdated
+      FROM audit.ledger_entry_text(v_run.batch_id, v_version, v_lo_je_id,
                                    v_hi_je_id) AS e;
-    IF audit.merkle_root(v_leaves) IS DISTINCT FROM v_range_root OR v_leaf IS NULL THEN
+    -- Version 2 seals an entry's date once, in its header: a line dated
+    -- otherwise is damage the root does not show, so no proof either.
+    IF v_misdated > 0 THEN
+        RAISE EXCEPTION 'range % of batch % holds % entries whose lines are dated otherwise '
+                        'than their header, so its entries cannot be proved', v_range_no,
+                        v_run.batch_id, v_misdated
+            USING ERRCODE = 'data_corrupted',
+                  HINT = format('Locate the damage: monthend verify --batch %s.',
+                                v_run.batch_id);
+    ELSIF audit.merkle_root(v_leaves) IS DISTINCT FROM v_range_root OR v_leaf IS NULL THEN
         RAISE EXCEPTION 'range % of batch % no longer hashes to its sealed root: the ledger '
                         'changed since the commit, so its entries cannot be proved',
                         v_range_no, v_run.batch_id
@@ -131,7 +147,7 @@ BEGIN
     RETURN jsonb_build_object(
         'je_number', p_je_number,
         'batch_id', v_run.batch_id,
-        'seal_version', v_run.seal_version,
+        'seal_version', v_version,
         'leaf', v_leaf,
         'leaf_index', v_leaf_index,
         'range_size', cardinality(v_leaves),

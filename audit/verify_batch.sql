@@ -55,6 +55,7 @@ DECLARE
     v_lows     bigint[];
     v_damaged  integer[];
     v_found    jsonb;
+    v_version  smallint;
 BEGIN
     SELECT * INTO v_run FROM batch.run AS r WHERE r.batch_id = p_batch_id;
     IF NOT FOUND OR v_run.status <> 'COMMITTED' THEN
@@ -74,6 +75,10 @@ BEGIN
       FROM audit.log AS l
      WHERE l.event = 'BATCH_COMMITTED' AND l.batch_id = p_batch_id
      ORDER BY l.seq DESC LIMIT 1;
+    -- The seal version the chain sealed (seals before version 2 name none),
+    -- whatever batch.run says now; a difference is reported below.
+    v_version := CASE WHEN v_seal IS NULL THEN v_run.seal_version
+                      ELSE coalesce((v_seal ->> 'seal_version')::smallint, 1) END;
 
     -- 1. The seal and the control rows the blocks are read from.
     RETURN QUERY
@@ -120,7 +125,7 @@ BEGIN
         FULL JOIN sealed AS s ON s.range_no = r.range_no
         FULL JOIN done AS d ON d.range_no = coalesce(r.range_no, s.range_no)
     ), sealed_total AS (
-        SELECT encode(audit.batch_root(v_run.seal_version,
+        SELECT encode(audit.batch_root(v_version,
                                        coalesce(array_agg(decode(s.digest, 'hex')
                                                           ORDER BY s.range_no), '{}')),
                       'hex') AS digest
@@ -157,6 +162,9 @@ BEGIN
                                 'says %s, %s, %s', v_seal ->> 'period', v_seal ->> 'je_id_base',
                                 v_seal ->> 'je_number_base', v_run.period, v_run.je_id_base,
                                 v_run.je_number_base) END,
+               CASE WHEN v_version IS DISTINCT FROM v_run.seal_version
+                    THEN format('sealed by seal version %s, batch.run says %s', v_version,
+                                v_run.seal_version) END,
                CASE WHEN t.entries <> coalesce(v_run.je_count, 0)
                       OR t.lines <> coalesce(v_run.line_count, 0)
                     THEN format('its ranges hold %s entries and %s lines, batch.run says %s and %s',
@@ -169,7 +177,8 @@ BEGIN
                 OR (v_seal ->> 'lines')::bigint IS DISTINCT FROM v_run.line_count
                 OR (v_seal ->> 'je_id_base')::bigint IS DISTINCT FROM v_run.je_id_base
                 OR (v_seal ->> 'je_number_base')::bigint IS DISTINCT FROM v_run.je_number_base
-                OR v_seal ->> 'period' IS DISTINCT FROM v_run.period))
+                OR v_seal ->> 'period' IS DISTINCT FROM v_run.period
+                OR v_version IS DISTINCT FROM v_run.seal_version))
        OR t.entries <> coalesce(v_run.je_count, 0) OR t.lines <> coalesce(v_run.line_count, 0)
     UNION ALL
     SELECT p.range_no, 'RANGE_RECORD_MISMATCH',
@@ -199,14 +208,14 @@ BEGIN
         CROSS JOIN LATERAL (
             -- The range's seal by the batch's version, as batch.process_range
             -- made it (audit.range_root).
-            SELECT audit.range_root(v_run.seal_version,
+            SELECT audit.range_root(v_version,
                        array_agg(e.entry_text ORDER BY e.je_id)
-                           FILTER (WHERE v_run.seal_version = 1),
+                           FILTER (WHERE v_version = 1),
                        array_agg(audit.entry_leaf_hash(e.entry_text) ORDER BY e.je_id)
-                           FILTER (WHERE v_run.seal_version = 2)) AS digest,
+                           FILTER (WHERE v_version = 2)) AS digest,
                    coalesce(sum(e.headers), 0) AS headers, coalesce(sum(e.lines), 0) AS lines,
                    count(*) FILTER (WHERE e.dates_differ) AS misdated
-            FROM audit.ledger_entry_text(p_batch_id, v_run.seal_version, b.lo_je_id,
+            FROM audit.ledger_entry_text(p_batch_id, v_version, b.lo_je_id,
                                          b.hi_je_id) AS e
         ) AS c
     )
@@ -231,7 +240,7 @@ BEGIN
                            format('range %s (je_id %s..%s): %s entries have lines dated '
                                   'otherwise than their header (seal version %s seals the date '
                                   'once, in the header)', r.range_no, r.lo_je_id, r.hi_je_id,
-                                  r.misdated, v_run.seal_version)
+                                  r.misdated, v_version)
                     FROM recomputed AS r
                     WHERE r.misdated > 0
                     UNION ALL
@@ -397,7 +406,7 @@ BEGIN
                CASE WHEN l.debit > 0 OR l.functional_debit > 0 THEN 'D'
                     WHEN l.credit > 0 OR l.functional_credit > 0 THEN 'C' END,
                l.debit, l.credit, l.functional_debit, l.functional_credit, NULL, NULL,
-               CASE v_run.seal_version WHEN 1
+               CASE v_version WHEN 1
                    THEN audit.canonical_line_text(l.je_id, l.je_date, l.line_no,
                             l.account_code, l.debit, l.credit, l.functional_debit,
                             l.functional_credit, l.batch_id)
@@ -421,7 +430,7 @@ BEGIN
                b.source_type, b.source_id, b.je_seq, NULL, NULL, NULL, NULL, b.account_code,
                b.side, b.debit, b.credit, b.functional_debit, b.functional_credit,
                b.template_lines, b.txn_type,
-               CASE v_run.seal_version WHEN 1
+               CASE v_version WHEN 1
                    THEN audit.canonical_line_text(b.je_id, b.txn_date, b.line_no,
                             b.account_code, b.debit, b.credit, b.functional_debit,
                             b.functional_credit, p_batch_id)
@@ -435,11 +444,11 @@ BEGIN
         FROM dmg AS d
         LEFT JOIN (
             SELECT e.range_no,
-                   audit.range_root(v_run.seal_version,
+                   audit.range_root(v_version,
                        array_agg(e.entry_text ORDER BY e.je_id)
-                           FILTER (WHERE v_run.seal_version = 1),
+                           FILTER (WHERE v_version = 1),
                        array_agg(audit.entry_leaf_hash(e.entry_text) ORDER BY e.je_id)
-                           FILTER (WHERE v_run.seal_version = 2)) AS digest
+                           FILTER (WHERE v_version = 2)) AS digest
             FROM (SELECT s.range_no, s.je_id,
                          string_agg(s.canonical, E'\n' ORDER BY s.line_no) AS entry_text
                   FROM side_by_side AS s

@@ -7,7 +7,7 @@
 -- With p_after_seq, only the rows after that one are checked, the first of
 -- them against its hash: what incremental verification needs once
 -- audit.verify_kept_head has shown that row is the one a head kept earlier
--- names. The rows are read through the primary key from there on, so the
+-- names (NULL: the whole chain). The rows are read through the primary key from there on, so the
 -- cost is what was appended since, not the chain's length.
 CREATE OR REPLACE FUNCTION audit.verify_chain(p_after_seq bigint DEFAULT 0)
 RETURNS TABLE (seq bigint, problem text, detail text)
@@ -23,9 +23,9 @@ BEGIN ATOMIC
                lag(l.seq) OVER (ORDER BY l.seq) AS previous_seq,
                lag(l.hash) OVER (ORDER BY l.seq) AS previous_hash
         FROM audit.log AS l
-        WHERE l.seq >= p_after_seq
+        WHERE l.seq >= coalesce(p_after_seq, 0)
     ), checked AS (
-        SELECT c.* FROM chain AS c WHERE c.seq > p_after_seq
+        SELECT c.* FROM chain AS c WHERE c.seq > coalesce(p_after_seq, 0)
     ), problems AS (
         SELECT c.seq, 'SEQUENCE_GAP' AS problem,
                format('row %s follows row %s: %s', c.seq, coalesce(c.previous_seq, 0),
@@ -35,7 +35,7 @@ BEGIN ATOMIC
                            THEN format('rows %s..%s are missing',
                                        coalesce(c.previous_seq, 0) + 1, c.seq - 1)
                            ELSE 'the chain starts at row 1' END) AS detail
-        FROM checked AS c WHERE c.seq <> coalesce(c.previous_seq, p_after_seq) + 1
+        FROM checked AS c WHERE c.seq <> coalesce(c.previous_seq, p_after_seq, 0) + 1
         UNION ALL
         SELECT c.seq, 'BROKEN_LINK',
                format('prev_hash %s does not match the previous row''s hash %s',
@@ -43,7 +43,7 @@ BEGIN ATOMIC
                       encode(coalesce(c.previous_hash, sha256(''::bytea)), 'hex'))
         FROM checked AS c
         WHERE c.prev_hash <> coalesce(c.previous_hash, sha256(''::bytea))
-          AND (c.previous_seq IS NOT NULL OR p_after_seq = 0)
+          AND (c.previous_seq IS NOT NULL OR coalesce(p_after_seq, 0) = 0)
         UNION ALL
         SELECT c.seq, 'HASH_MISMATCH',
                format('stored hash %s, content hashes to %s', encode(c.hash, 'hex'),

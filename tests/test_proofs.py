@@ -14,7 +14,7 @@ import psycopg
 import pytest
 
 import merkle_reference as ref
-from audit_helpers import AUDITOR, role_target, sealing_by, tamper
+from audit_helpers import AUDITOR, auditor, role_target, sealing_by, tamper
 from conftest import monthend_cli
 from monthend import db
 
@@ -65,6 +65,13 @@ def test_merkle_functions_match_rfc_6962(conn: psycopg.Connection, size: int) ->
 def test_merkle_path_refuses_an_index_outside_the_tree(conn: psycopg.Connection) -> None:
     with pytest.raises(psycopg.errors.InvalidParameterValue, match="outside a tree of 2"):
         conn.execute("SELECT audit.merkle_path(ARRAY['\\x00'::bytea, '\\x01'], 2)")
+
+
+@pytest.mark.parametrize("nodes", ["ARRAY[NULL, '\\x01']::bytea[]", "ARRAY[NULL]::bytea[]",
+                                   "ARRAY['\\x01', '\\x02', NULL]::bytea[]"])
+def test_a_null_node_is_refused_not_skipped(conn: psycopg.Connection, nodes: str) -> None:
+    with pytest.raises(psycopg.errors.NullValueNotAllowed, match="node is NULL"):
+        conn.execute(f"SELECT audit.merkle_root({nodes})")
 
 
 def test_independent_implementation_recomputes_the_sealed_root(
@@ -175,3 +182,34 @@ def test_what_cannot_be_proved_says_why(target: db.Target, conn: psycopg.Connect
     code, _out, err = prove(target, victim["je_number"])
     assert code == 1 and "no longer hashes to its sealed root" in err and \
         f"monthend verify --batch {batch_id}" in err
+
+    # A line dated otherwise than its header: version 2 seals the date once,
+    # in the header, so the root holds, but there is no proof all the same.
+    monthend_cli(target, "generate", "--period", "2025-03", "--txns", "300", "--seed", "4",
+                 check=True)
+    proc = monthend_cli(target, "run", "--period", "2025-03", "--workers", "1", "--json",
+                        check=True)
+    redated = conn.execute("SELECT je_id, je_number FROM gl.journal_entry_header "
+                           "WHERE batch_id = %s ORDER BY je_id LIMIT 1 OFFSET 9",
+                           (json.loads(proc.stdout)["batch_id"],)).fetchone()
+    tamper(conn, "UPDATE gl.journal_entry_line SET je_date = je_date + 1 "
+                 "WHERE je_id = %(je_id)s AND line_no = 2", params=redated)
+    code, _out, err = prove(target, redated["je_number"])
+    assert code == 1 and "dated otherwise than their header" in err
+
+
+def test_the_chain_decides_the_seal_version(target: db.Target,
+                                            conn: psycopg.Connection) -> None:
+    """batch.run.seal_version changed after the commit: the batch is still
+    verified by the version its seal names, and the difference is reported."""
+    run = committed_batch(target, conn, txns=300)
+    tamper(conn, "UPDATE batch.run SET seal_version = 1 WHERE batch_id = %(batch_id)s",
+           params=run)
+    with auditor(target) as session:
+        rows = session.execute("SELECT * FROM audit.verify_batch(%s)",
+                               (run["batch_id"],)).fetchall()
+        proof = session.execute("SELECT audit.prove_entry(%s) AS p",
+                                (f"{PERIOD}-0000000003",)).fetchone()["p"]
+    assert [(r["problem"], r["detail"]) for r in rows] == [
+        ("BATCH_RECORD_MISMATCH", "sealed by seal version 2, batch.run says 1")]
+    assert proof["seal_version"] == 2

@@ -88,12 +88,20 @@ def test_since_head_reads_only_what_is_new(target: db.Target, conn: psycopg.Conn
     assert f"verify_chain_after_{kept['seq']}" in recorded["checks"]
     assert "verify_ledger" not in recorded["checks"]
 
+    # One batch's verification checks the kept head but does not move it: it
+    # says nothing of the other batches, which --since-head would then skip.
+    post(target, "2025-04", seed=4)
+    code, one = verify(target, "--batch", str(second), "--head-file", str(head))
+    assert code == 0 and one["head_file"]["updated"] is False
+    assert json.loads(head.read_text()) == now
+
     # Damage to what is new is caught, and the kept head stays where it was.
     third = post(target, "2025-03", seed=3)
     je_number = damage(conn, third)
     kept_before = head.read_text()
     code, result = verify(target, "--since-head", str(head))
     assert code == 1 and result["batches_with_problems"] == [third]
+    assert len(result["batches_verified"]) == 2
     assert any(p["je_number"] == je_number for p in result["batch_problems"][str(third)])
     assert head.read_text() == kept_before
 

@@ -14,7 +14,17 @@ the chain the auditor already holds: at or before the kept head, and, when it
 is the kept head, with its hash.
 
 Each check is a named step; a proof with any byte of its leaf, a path or a
-root changed fails at the step that first sees it.
+root changed (and the roots above it not forged to match) fails at the step
+that first sees it.
+
+What the offline check cannot show, the proof having no more than its keys:
+that ``batch_root`` is what row ``audit_seq`` sealed (that takes the row's
+content, which is in the chain). The database's verification shows it
+(audit.verify_batch compares every batch's seal with its ledger rows and
+audit.verify_chain the row's hash), and a kept head of that very row ties
+``audit_hash`` to what the auditor holds. A proof whose roots were all
+recomputed around a forged leaf passes steps 1 to 4; it fails against the
+chain.
 """
 
 from __future__ import annotations
@@ -191,10 +201,12 @@ def check(proof: dict[str, Any], kept: KeptHead | None = None) -> list[Step]:
         elif seq == kept.seq and digest != kept.hash:
             ok, detail = False, (f"the sealing row {seq} is the kept head, whose hash is "
                                  f"{kept.hash}, not {digest}")
+        elif seq == kept.seq:
+            ok, detail = True, f"the sealing row {seq} is the kept head, with its hash"
         else:
-            ok, detail = True, (f"the sealing row {seq} is "
-                                f"{'the kept head' if seq == kept.seq else 'before'} "
-                                f"the kept head (row {kept.seq})")
+            ok, detail = True, (f"the sealing row {seq} is before the kept head (row "
+                                f"{kept.seq}); its hash is the chain's to show (monthend "
+                                "verify --from-head/--to-head, or a head kept at that row)")
         steps.append(Step("head", ok, detail))
     return steps
 

@@ -307,7 +307,10 @@ def verify(target: db.Target, batch_id: int | None = None, head_file: Path | Non
         except MonthendError as exc:
             result["record_error"] = str(exc).strip()
     if head_file:
-        updated = result["ok"]
+        # A head is kept only by a verification of everything up to it: one
+        # batch's passing says nothing of the others, and --since-head would
+        # trust the file from then on.
+        updated = result["ok"] and scope.mode != "batch"
         if updated:
             try:
                 write_head_file(head_file, result["head"])

@@ -1,9 +1,10 @@
 -- Seal version 2: a Merkle tree. Each range's seal becomes the RFC 6962
 -- Merkle Tree Hash over its journal entries (one leaf an entry), and the
 -- batch's over its range roots, so one entry can be proved against the sealed
--- root with a path of log2(n) hashes (audit.prove_entry). The canonical texts
--- are those of version 1; what changes is how they are hashed (docs/audit.md
--- gives the bytes). Every batch records the version it was sealed with and is
+-- root with a path of log2(n) hashes (audit.prove_entry). A header's
+-- canonical text is version 1's; a line's leaves out the header's je_id,
+-- je_date and batch_id (audit.canonical_line_text_v2), sealed once in the
+-- header; docs/audit.md gives the bytes. Every batch records the version it was sealed with and is
 -- verified by it: the batches already here keep version 1, new ones take 2.
 
 CREATE TABLE audit.seal_version (
@@ -21,8 +22,8 @@ INSERT INTO audit.seal_version (seal_version, range_seal, batch_seal, proofs) VA
         'order, joined by a newline',
         'sha256 over the range digests in range order, as hex, joined by a newline', false),
     (2, 'RFC 6962 Merkle Tree Hash over the range''s entries in je_id order; a leaf is the '
-        'entry''s header canonical text and its lines'' canonical texts in line_no order, '
-        'joined by a newline',
+        'entry''s header canonical text and its lines'' canonical texts (without the '
+        'header''s je_id, je_date and batch_id) in line_no order, joined by a newline',
         'RFC 6962 Merkle Tree Hash over the range roots in range order, each root''s 32 bytes '
         'a leaf', true);
 
