@@ -42,6 +42,7 @@ RUN_ROUTINES = [
     "batch.cancel_batch(bigint)",
     "batch.reopen_batch(bigint)",
     "gl.ensure_period_partitions(text)",
+    "gl.ensure_partitions_ahead(integer)",
     "batch.range_claim_held(bigint,integer)",
     # range_claim_held reads pg_locks by the claim's key.
     "batch.lock_key(text,bigint)",
@@ -70,7 +71,9 @@ AUDITOR_REPORTS = [*RUNNER_REPORTS, "audit.integrity_report(text)"]
 OBSERVE_ROUTINES = ["batch.dashboard(bigint)", "batch.compute_kpi(bigint)",
                     "batch.statement_stats(integer)", "batch.monitor_setting_value(text)",
                     # The je_number format, for queries of either role.
-                    "gl.format_je_number(text,bigint)"]
+                    "gl.format_je_number(text,bigint)",
+                    # How many months of ledger partitions are made ahead.
+                    "gl.premade_months()"]
 RUNNER_OBSERVE = [*OBSERVE_ROUTINES, "batch.evaluate_alerts(bigint)", "batch.record_kpi(bigint)"]
 # The period lifecycle (procedures/*_period.sql) is the scheduler's right: it opens,
 # runs and closes the month, and the database's checks and ordering rules guard each

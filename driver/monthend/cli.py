@@ -1038,5 +1038,60 @@ def period_lock(ctx: click.Context, period: str, reason: str | None, as_json: bo
         click.echo(_period_text(row))
 
 
+# The ledger's partitions: list them and make the coming months' ahead of time.
+
+def _megabytes(size: int) -> str:
+    return f"{size / 1048576:,.1f} MB"
+
+
+@main.group("partitions", invoke_without_command=True)
+@json_option
+@click.pass_context
+@handle_errors
+def partitions_group(ctx: click.Context, as_json: bool) -> None:
+    """The ledger's monthly partitions and the batches under them (`partitions ensure`
+    makes the coming months')."""
+    if ctx.invoked_subcommand is not None:
+        return
+    with db.connect(target_of(ctx)) as conn:
+        rows = db.call(conn, "ledger_partitions")
+        premade = db.call_one(conn, "premade_months")
+    assert premade is not None
+    if as_json:
+        emit_json({"partitions": rows, "premade": premade})
+        return
+    click.echo(f"{'period':<8} {'status':<18} {'table':<22} {'batch':>6} {'rows':>12} "
+               f"{'size':>12}  location")
+    for row in rows:
+        batch = "-" if row["batch_id"] is None else str(row["batch_id"])
+        click.echo(f"{row['period']:<8} {row['period_status'] or '-':<18} "
+                   f"{row['ledger_table']:<22} {batch:>6} {row['rows']:>12,} "
+                   f"{_megabytes(row['bytes']):>12}  {row['location']}")
+    click.echo(f"{premade['months']} month(s) made ahead of {premade['base_period']}"
+               + ("" if premade["months"] >= 1 else
+                  ": run `monthend partitions ensure --ahead 3` before the next run"))
+
+
+@partitions_group.command("ensure")
+@click.option("--ahead", type=click.IntRange(0, 120), default=3, show_default=True,
+              help="Months to make after the latest open period (after this month when none "
+                   "is open).")
+@json_option
+@click.pass_context
+@handle_errors
+def partitions_ensure(ctx: click.Context, ahead: int, as_json: bool) -> None:
+    """Make the ledger partitions of every open period and of the months after it."""
+    with db.connect(target_of(ctx)) as conn:
+        created = [r["name"] for r in db.call(conn, "ensure_partitions_ahead", months=ahead)]
+        premade = db.call_one(conn, "premade_months")
+    assert premade is not None
+    if as_json:
+        emit_json({"created": created, "premade": premade})
+        return
+    for name in created:
+        click.echo(f"created {name}")
+    click.echo(f"{premade['months']} month(s) made ahead of {premade['base_period']}")
+
+
 if __name__ == "__main__":
     main()

@@ -444,3 +444,17 @@ FROM gl.period_seal_batch WHERE period = %(period)s ORDER BY seal_order;
 -- name: prove_entry
 -- The inclusion proof of one journal entry (seal version 2), one JSON object.
 SELECT audit.prove_entry(%(je_number)s) AS proof;
+
+-- name: ledger_partitions
+-- Every ledger partition (monthly, then the batches under it), for monthend partitions.
+SELECT ledger_table, period, batch_id, partition_name, rows, bytes, period_status, location
+FROM gl.ledger_partition
+ORDER BY period, ledger_table, batch_id NULLS FIRST;
+
+-- name: premade_months
+-- How many months after the latest open period have their partitions made.
+SELECT base_period, months FROM gl.premade_months();
+
+-- name: ensure_partitions_ahead
+-- Make the open periods' partitions and those of the months after; the names created.
+SELECT name FROM gl.ensure_partitions_ahead(%(months)s) AS name;

@@ -52,6 +52,8 @@ WITH conn AS (
            max(st.draft_max_age) AS max_age
     FROM gl.setting AS st
     LEFT JOIN batch.run AS r ON r.mode = 'DRAFT' AND r.status NOT IN ('COMMITTED', 'CANCELLED')
+), premade AS (
+    SELECT p.base_period, p.months FROM gl.premade_months() AS p
 ), checks (check_name, status, penalty, value, detail, action) AS (
     SELECT 'connections',
            CASE WHEN c.used > 0.95 * c.usable THEN 'CRITICAL'
@@ -175,6 +177,18 @@ WITH conn AS (
                             '%s): their staging tables hold space', d.oldest, d.oldest)
                 ELSE 'Nothing to do' END
     FROM drafts AS d
+    UNION ALL
+    SELECT 'partitions_premade',
+           CASE WHEN pm.months < 1 THEN 'WARNING' ELSE 'OK' END,
+           CASE WHEN pm.months < 1 THEN 5 ELSE 0 END,
+           pm.months || ' month(s)',
+           format('months after %s (the latest open period, or this month) whose ledger '
+                  'partitions are made', pm.base_period),
+           CASE WHEN pm.months < 1
+                THEN 'Make them before the next run needs them: monthend partitions ensure '
+                     '--ahead 3 (schedule it monthly)'
+                ELSE 'Nothing to do' END
+    FROM premade AS pm
 )
 SELECT ch.check_name, ch.status, ch.penalty, ch.value, ch.detail, ch.action
 FROM checks AS ch;
