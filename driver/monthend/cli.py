@@ -181,8 +181,17 @@ def generate(ctx: click.Context, period: str, txns: int, bad_rows: float, seed: 
                    f"{result['bad_rows']} bad) in {result['seconds']} s")
 
 
-def _run_options(workers: int, range_size: int, max_attempts: int) -> runner.RunOptions:
-    return runner.RunOptions(workers=workers, range_size=range_size, max_attempts=max_attempts)
+def _run_options(workers: int, range_size: int, max_attempts: int,
+                 max_connections: int | None = None) -> runner.RunOptions:
+    return runner.RunOptions(workers=workers, range_size=range_size, max_attempts=max_attempts,
+                             max_connections=max_connections)
+
+
+max_connections_option = click.option(
+    "--max-connections", type=click.IntRange(min=1), default=None,
+    help="Open at most this many range workers (default: as many as asked, bounded by the "
+         "server's free connections). More workers than the database server's cores only "
+         "queue on them: give its core count here.")
 
 
 def _finish(target: db.Target, batch_id: int, as_json: bool, display: RunDisplay) -> None:
@@ -261,14 +270,15 @@ def _drive(ctx: click.Context, batch_id: int, options: runner.RunOptions, as_jso
 @click.option("--draft", is_flag=True,
               help="Stop before the commit: a draft to review, then finalize or discard "
                    "(replaces the period's earlier draft).")
+@max_connections_option
 @json_option
 @click.pass_context
 @handle_errors
 def run(ctx: click.Context, period: str, workers: int, range_size: int, max_attempts: int,
-        draft: bool, as_json: bool) -> None:
+        draft: bool, max_connections: int | None, as_json: bool) -> None:
     """Run the month-end batch of a period, pre-flight to commit (or, a draft, to validation)."""
     target = target_of(ctx)
-    options = _run_options(workers, range_size, max_attempts)
+    options = _run_options(workers, range_size, max_attempts, max_connections)
     options.mode = "DRAFT" if draft else "FINAL"
     batch_id = runner.start(target, period, options)
     if not as_json:
@@ -320,17 +330,18 @@ def discard(ctx: click.Context, draft_id: int, as_json: bool) -> None:
 @click.option("--workers", type=click.IntRange(1, 256), default=2, show_default=True)
 @click.option("--range-size", type=click.IntRange(min=1), default=runner.DEFAULT_RANGE_SIZE,
               show_default=True, help="Source rows a range.")
+@max_connections_option
 @json_option
 @click.pass_context
 @handle_errors
 def reverse(ctx: click.Context, batch_id: int, reason: str, note: str | None, method: str,
             period: str | None, source_ids_file: Path | None, workers: int, range_size: int,
-            as_json: bool) -> None:
+            max_connections: int | None, as_json: bool) -> None:
     """Reverse a committed batch (or some of its rows) by a batch of reversing entries;
     the reversed rows can then be posted again by the next run of their period."""
     source_ids = read_source_ids(source_ids_file) if source_ids_file else None
     target = target_of(ctx)
-    options = _run_options(workers, range_size, runner.DEFAULT_MAX_ATTEMPTS)
+    options = _run_options(workers, range_size, runner.DEFAULT_MAX_ATTEMPTS, max_connections)
     reversal = runner.start_reversal(target, batch_id, reason, note, method, period,
                                      source_ids, options)
     if not as_json:
@@ -341,27 +352,33 @@ def reverse(ctx: click.Context, batch_id: int, reason: str, note: str | None, me
 @main.command()
 @click.argument("batch_id", type=int)
 @click.option("--workers", type=click.IntRange(1, 256), default=2, show_default=True)
+@max_connections_option
 @json_option
 @click.pass_context
 @handle_errors
-def resume(ctx: click.Context, batch_id: int, workers: int, as_json: bool) -> None:
+def resume(ctx: click.Context, batch_id: int, workers: int, max_connections: int | None,
+           as_json: bool) -> None:
     """Finish an interrupted or failed batch: only what is missing is run."""
     target_of(ctx)
-    _drive(ctx, batch_id, runner.RunOptions(workers=workers), as_json)
+    _drive(ctx, batch_id, runner.RunOptions(workers=workers, max_connections=max_connections),
+           as_json)
 
 
 @main.command()
 @click.argument("batch_id", type=int)
 @click.option("--workers", type=click.IntRange(1, 256), default=1, show_default=True)
+@max_connections_option
 @json_option
 @click.pass_context
 @handle_errors
-def work(ctx: click.Context, batch_id: int, workers: int, as_json: bool) -> None:
+def work(ctx: click.Context, batch_id: int, workers: int, max_connections: int | None,
+         as_json: bool) -> None:
     """Join a running batch from another host: claim and process its ranges."""
     target = target_of(ctx)
     display = RunDisplay(quiet=as_json)
     reports = runner.process_ranges(target, batch_id, workers,
-                                    runner.RunOptions().worker_prefix, display.hooks())
+                                    runner.RunOptions().worker_prefix, display.hooks(),
+                                    max_connections)
     display.close()
     result = {"batch_id": batch_id,
               "ranges_processed": sum(r.ranges for r in reports),

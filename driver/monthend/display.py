@@ -44,7 +44,12 @@ class RunDisplay:
         self._next_frame = 0.0
 
     def hooks(self) -> ProgressHooks:
-        return ProgressHooks(on_phase=self.phase, on_ranges=self.ranges, on_tick=self.tick)
+        return ProgressHooks(on_phase=self.phase, on_ranges=self.ranges, on_tick=self.tick,
+                             on_note=self.note)
+
+    def note(self, text: str) -> None:
+        """Something the operator must know; on stderr even with --json."""
+        self.console.print(f"monthend: {text}", highlight=False, soft_wrap=True)
 
     def tick(self, conn: psycopg.Connection, batch_id: int) -> None:
         """Redraw the dashboard from the database every DASHBOARD_SECONDS."""

@@ -458,3 +458,16 @@ SELECT base_period, months FROM gl.premade_months();
 -- name: ensure_partitions_ahead
 -- Make the open periods' partitions and those of the months after; the names created.
 SELECT name FROM gl.ensure_partitions_ahead(%(months)s) AS name;
+
+-- name: connection_capacity
+-- What the server can take: its usable connections (max_connections less the
+-- superuser reserve), the client sessions connected now, the cores the DBA
+-- recorded (gl.setting.server_cores) and the monthend range workers running
+-- now (of any batch, from any host).
+SELECT current_setting('max_connections')::integer
+       - current_setting('superuser_reserved_connections')::integer AS usable,
+       count(*) AS used,
+       (SELECT s.server_cores FROM gl.setting AS s) AS server_cores,
+       count(*) FILTER (WHERE a.application_name ~ '^monthend .+/w[0-9]+$') AS running_workers
+FROM pg_stat_activity AS a
+WHERE a.backend_type = 'client backend';

@@ -38,6 +38,8 @@ class Progress:
     """What the progress display is told; see monthend.display."""
 
     on_phase: Callable[[str], None] = lambda phase: None
+    # Something the operator should know (fewer workers than asked, and why).
+    on_note: Callable[[str], None] = lambda note: None
     on_ranges: Callable[[dict[str, Any]], None] = lambda snapshot: None
     # Each monitor tick, with the monitor's connection: the live dashboard reads it.
     on_tick: Callable[[psycopg.Connection, int], None] = lambda conn, batch_id: None
@@ -52,6 +54,46 @@ class RunOptions:
     # DRAFT: every phase up to validation, then the batch waits to be
     # finalized or discarded.
     mode: str = "FINAL"
+    # At most this many worker connections, whatever the server could take.
+    max_connections: int | None = None
+
+
+@dataclass(frozen=True)
+class WorkerBudget:
+    """How many range workers to open: what was asked, bounded by the server's
+    free connections (more fail outright: "sorry, too many clients already"),
+    by its cores when the DBA recorded them (more only queue on them), and by
+    --max-connections."""
+
+    requested: int
+    granted: int
+    limits: dict[str, int]
+
+    def note(self) -> str | None:
+        if self.granted >= self.requested:
+            return None
+        bound = ", ".join(f"{name} {value}" for name, value in self.limits.items())
+        return (f"running {self.granted} range worker(s) of the {self.requested} asked ({bound})")
+
+
+def worker_budget(target: db.Target, requested: int,
+                  max_connections: int | None = None) -> WorkerBudget:
+    """The workers to open for ``requested``: no more than the server's free
+    connections (one kept for the run's monitor), its cores
+    (gl.setting.server_cores) less the monthend workers already running on it,
+    and ``max_connections``."""
+    with db.connect(target, application_name="monthend budget") as conn:
+        capacity = db.call_one(conn, "connection_capacity")
+    assert capacity is not None
+    # This session closes before the workers open; the monitor takes one.
+    limits = {"free connections on the server":
+              max(int(capacity["usable"]) - int(capacity["used"]), 1)}
+    if capacity["server_cores"]:
+        limits["server cores less running workers"] = max(
+            int(capacity["server_cores"]) - int(capacity["running_workers"]), 1)
+    if max_connections:
+        limits["--max-connections"] = max_connections
+    return WorkerBudget(requested, min(requested, *limits.values()), limits)
 
 
 def _status(conn: psycopg.Connection, batch_id: int) -> dict[str, Any]:
@@ -292,8 +334,13 @@ def _close_quietly(conn: psycopg.Connection | None) -> None:
 
 
 def process_ranges(target: db.Target, batch_id: int, workers: int, worker_prefix: str,
-                   progress: Progress) -> list[WorkerReport]:
-    """Run ``workers`` connections claiming ranges; report progress until all stop."""
+                   progress: Progress, max_connections: int | None = None) -> list[WorkerReport]:
+    """Run up to ``workers`` connections claiming ranges (as many as the server
+    can serve: worker_budget); report progress until all stop."""
+    budget = worker_budget(target, workers, max_connections)
+    if budget.note():
+        progress.on_note(str(budget.note()))
+    workers = budget.granted
     stop = threading.Event()
     reports = [WorkerReport(f"{worker_prefix}/w{i + 1}") for i in range(workers)]
     threads = [threading.Thread(target=_worker_loop, args=(target, batch_id, r, stop),
@@ -350,7 +397,8 @@ def drive(target: db.Target, batch_id: int, options: RunOptions,
             elif status == "ALLOCATED":
                 progress.on_phase("processing")
                 reports = process_ranges(target, batch_id, options.workers,
-                                         options.worker_prefix, progress)
+                                         options.worker_prefix, progress,
+                                         options.max_connections)
                 row = session.status()
                 if row["status"] == "ALLOCATED" and row["ranges_done"] != row["range_count"]:
                     problems = "; ".join(r.error for r in reports if r.error) or "workers stopped"
