@@ -14,6 +14,7 @@ from test_run import assert_entries_complete_and_balanced, fail_range
 
 BENCH_FIELDS = {
     "status", "error", "period", "period_choice", "txns", "bad_rows", "seed", "workers",
+    "workers_opened",
     "range_size", "settings", "durable", "warnings", "generate_seconds", "generate",
     "batch_id", "batch_status", "source_rows", "posted_rows", "dead_letter_rows",
     "journal_entries", "journal_lines", "ranges", "digest", "end_to_end_seconds",

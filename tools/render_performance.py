@@ -100,6 +100,7 @@ def render_section(measurements: list[tuple[str, dict[str, Any]]]) -> str:
         row("journal lines", lambda r: r.get("journal_lines")),
         row("ranges", lambda r: r.get("ranges")),
         row("workers", lambda r: r.get("workers")),
+        row("workers opened", lambda r: r.get("workers_opened")),
         row("end to end, s", lambda r: r.get("end_to_end_seconds")),
         row("source transactions/s", lambda r: r.get("source_txns_per_second"), 0),
         row("journal lines/s", lambda r: r.get("journal_lines_per_second"), 0),

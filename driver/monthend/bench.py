@@ -188,7 +188,8 @@ def _checkpoint(conn: psycopg.Connection) -> bool:
 
 
 def _progress(log: Log, label: str) -> runner.Progress:
-    return runner.Progress(on_phase=lambda phase: log(f"{label}: {phase}"))
+    return runner.Progress(on_phase=lambda phase: log(f"{label}: {phase}"),
+                           on_note=lambda note: log(f"{label}: {note}"))
 
 
 def _baseline(target: db.Target, period: str, options: BenchOptions, log: Log,
@@ -243,6 +244,9 @@ def _measured_run(target: db.Target, period: str, options: BenchOptions, log: Lo
         earlier = result["checkpoint_before_passes"]
         result["checkpoint_before_passes"] = checkpointed if earlier is None else (
             checkpointed and earlier)
+    # The workers the run will open: those asked, bounded by what the server
+    # serves (runner.worker_budget).
+    result["workers_opened"] = runner.worker_budget(target, options.workers).granted
     started = time.monotonic()
     batch_id = runner.start(target, period, run_options)
     result["batch_id"] = batch_id
@@ -390,7 +394,7 @@ def run(target: db.Target, options: BenchOptions, log: Log,
         "status": "RUNNING", "error": None,
         "period": None, "period_choice": None,
         "txns": options.txns, "bad_rows": options.bad_rows, "seed": options.seed,
-        "workers": options.workers, "range_size": options.range_size,
+        "workers": options.workers, "workers_opened": None, "range_size": options.range_size,
         "settings": None, "durable": None, "warnings": [],
         "generate_seconds": None, "generate": None,
         "batch_id": None, "batch_status": None,
