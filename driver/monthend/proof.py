@@ -148,6 +148,19 @@ def _form(proof: dict[str, Any]) -> list[str]:
     return problems
 
 
+def _root_step(step: str, leaf: bytes, what: str, index: int, size: int,
+               proof: dict[str, Any], path_key: str, root_key: str) -> Step:
+    """The root that ``leaf`` at ``index`` of ``size`` and the proof's path lead to,
+    compared with the root the proof states."""
+    try:
+        root = root_from_path(leaf, index, size, [bytes.fromhex(x) for x in proof[path_key]])
+    except PathError as exc:
+        return Step(step, False, f"{path_key}: {exc}")
+    ok = root.hex() == proof[root_key]
+    return Step(step, ok, f"{what} and its {path_key} hash to {root.hex()}"
+                + ("" if ok else f", not to {root_key} {proof[root_key]}"))
+
+
 def check(proof: dict[str, Any], kept: KeptHead | None = None) -> list[Step]:
     """Every step of checking ``proof``, in order; the proof holds when all are ok.
     A step that cannot run because an earlier one failed is left out."""
@@ -169,29 +182,14 @@ def check(proof: dict[str, Any], kept: KeptHead | None = None) -> list[Step]:
                       f"the leaf's header ({'|'.join(fields[:6])}) is not entry "
                       f"{proof['je_number']} of batch {proof['batch_id']}"))
 
-    leaf = leaf_hash(proof["leaf"].encode("utf-8"))
-    try:
-        range_root = root_from_path(leaf, proof["leaf_index"], proof["range_size"],
-                                    [bytes.fromhex(x) for x in proof["range_path"]])
-        ok = range_root.hex() == proof["range_root"]
-        detail = (f"leaf {proof['leaf_index']} of {proof['range_size']} and its range_path "
-                  f"hash to {range_root.hex()}" +
-                  ("" if ok else f", not to range_root {proof['range_root']}"))
-    except PathError as exc:
-        ok, detail = False, f"range_path: {exc}"
-    steps.append(Step("range root", ok, detail))
-
-    try:
-        batch_root = root_from_path(leaf_hash(bytes.fromhex(proof["range_root"])),
-                                    proof["range_index"], proof["range_count"],
-                                    [bytes.fromhex(x) for x in proof["batch_path"]])
-        ok = batch_root.hex() == proof["batch_root"]
-        detail = (f"range_root as range {proof['range_index']} of {proof['range_count']} and "
-                  f"the batch_path hash to {batch_root.hex()}" +
-                  ("" if ok else f", not to batch_root {proof['batch_root']}"))
-    except PathError as exc:
-        ok, detail = False, f"batch_path: {exc}"
-    steps.append(Step("batch root", ok, detail))
+    steps.append(_root_step("range root", leaf_hash(proof["leaf"].encode("utf-8")),
+                            f"leaf {proof['leaf_index']} of {proof['range_size']}",
+                            proof["leaf_index"], proof["range_size"], proof, "range_path",
+                            "range_root"))
+    steps.append(_root_step("batch root", leaf_hash(bytes.fromhex(proof["range_root"])),
+                            f"range_root as range {proof['range_index']} of "
+                            f"{proof['range_count']}", proof["range_index"],
+                            proof["range_count"], proof, "batch_path", "batch_root"))
 
     if kept is not None:
         seq, digest = proof["audit_seq"], proof["audit_hash"]
