@@ -12,6 +12,9 @@
 --   BATCH_ROWS_MISMATCH     a committed batch's ledger rows differ in number
 --                           from batch.run, or ledger rows belong to a batch
 --                           that is not committed.
+-- An ARCHIVED period's entries are in its archive (`monthend verify
+-- --archive`): its numbering and batches are not checked here, nor are the
+-- source rows of a reversal with one side archived.
 -- Each check reads the ledger once (the header table for the first two, both
 -- tables for the last), aggregating in the database: on 30M headers a month
 -- this is the cost of a few sequential scans. At most 20 rows per period and
@@ -27,6 +30,16 @@ SET search_path = pg_catalog, pg_temp
 AS $$
 DECLARE
     c_listed CONSTANT integer := 20;
+    -- Batches on either side of a reversal with one side archived: the
+    -- entries of the other side are in an archive, so their source rows
+    -- cannot be counted here (the archive holds them).
+    v_linked CONSTANT bigint[] := ARRAY(
+        SELECT unnest(ARRAY[r.batch_id, r.reverses_batch_id])
+        FROM batch.run AS r
+        JOIN batch.run AS o ON o.batch_id = r.reverses_batch_id
+        JOIN gl.accounting_period AS rp ON rp.period = r.period
+        JOIN gl.accounting_period AS op ON op.period = o.period
+        WHERE r.kind = 'REVERSAL' AND 'ARCHIVED' IN (rp.status, op.status));
 BEGIN
     -- A source row's entry posted twice, whichever batches and periods hold
     -- the copies; the row names the highest je_number and batch among them.
@@ -51,10 +64,12 @@ BEGIN
                ON r.reverses_je_id = h.je_id AND r.source_type = h.source_type
               AND r.source_id = h.source_id AND r.je_seq = h.je_seq
         GROUP BY h.source_type, h.source_id, h.je_seq
-        HAVING count(*) FILTER (WHERE h.reverses_je_id IS NULL AND r.reverses_je_id IS NULL) > 1
-            OR count(*) FILTER (WHERE h.reverses_je_id IS NULL)
-               - count(*) FILTER (WHERE h.reverses_je_id IS NOT NULL)
-               <> count(*) FILTER (WHERE h.reverses_je_id IS NULL AND r.reverses_je_id IS NULL)
+        HAVING (count(*) FILTER (WHERE h.reverses_je_id IS NULL AND r.reverses_je_id IS NULL) > 1
+                OR count(*) FILTER (WHERE h.reverses_je_id IS NULL)
+                   - count(*) FILTER (WHERE h.reverses_je_id IS NOT NULL)
+                   <> count(*) FILTER (WHERE h.reverses_je_id IS NULL
+                                         AND r.reverses_je_id IS NULL))
+           AND NOT bool_or(h.batch_id = ANY (v_linked))
     ), listed AS (
         SELECT t.*, row_number() OVER (PARTITION BY t.period
                                        ORDER BY t.source_type, t.source_id, t.je_seq) AS k,
@@ -102,7 +117,8 @@ BEGIN
                row_number() OVER (PARTITION BY coalesce(n.period, ap.period::text), n.no
                                   ORDER BY n.batch_id, n.je_id) AS copy_no
         FROM numbered AS n
-        FULL JOIN gl.accounting_period AS ap ON ap.period = n.period
+        FULL JOIN (SELECT x.* FROM gl.accounting_period AS x WHERE x.status <> 'ARCHIVED') AS ap
+               ON ap.period = n.period
         WINDOW w AS (PARTITION BY coalesce(n.period, ap.period::text)
                      ORDER BY n.no, n.batch_id, n.je_id)
     ), candidate AS MATERIALIZED (
@@ -210,7 +226,9 @@ BEGIN
                             g.lines) END,
            NULL::text
     FROM (SELECT x.batch_id, x.period, x.je_count, x.line_count FROM batch.run AS x
-          WHERE x.status = 'COMMITTED') AS r
+          WHERE x.status = 'COMMITTED'
+            AND NOT EXISTS (SELECT FROM gl.accounting_period AS ap
+                            WHERE ap.period = x.period AND ap.status = 'ARCHIVED')) AS r
     FULL JOIN ledger AS g ON g.batch_id = r.batch_id
     LEFT JOIN batch.run AS o ON o.batch_id = g.batch_id
     WHERE (r.batch_id IS NOT NULL

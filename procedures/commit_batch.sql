@@ -17,7 +17,6 @@ AS $$
 DECLARE
     v_started  timestamptz := clock_timestamp();
     v_run      batch.run%ROWTYPE;
-    v_suffix   text;
     v_digest   bytea;
     v_ranges   jsonb;
     v_resolved bigint;
@@ -31,25 +30,14 @@ BEGIN
                         p_batch_id, v_run.status
             USING ERRCODE = 'object_not_in_prerequisite_state';
     END IF;
-    v_suffix := replace(v_run.period, '-', '_');
-
-    FOREACH v_table IN ARRAY ARRAY['journal_entry_header', 'journal_entry_line'] LOOP
-        IF v_run.je_count > 0 THEN
-            EXECUTE format('ALTER TABLE gl.%I ATTACH PARTITION batch.%I FOR VALUES IN (%s)',
-                           v_table || '_' || v_suffix, 'stage_' || v_table || '_' || p_batch_id,
-                           p_batch_id);
-            EXECUTE format('ALTER TABLE batch.%I SET SCHEMA gl',
-                           'stage_' || v_table || '_' || p_batch_id);
-            EXECUTE format('ALTER TABLE gl.%I RENAME TO %I',
-                           'stage_' || v_table || '_' || p_batch_id,
-                           v_table || '_' || v_suffix || '_b' || p_batch_id);
-            PERFORM gl.ledger_guard_partition(
-                format('gl.%I', v_table || '_' || v_suffix || '_b' || p_batch_id)::regclass);
-        ELSE
+    IF v_run.je_count > 0 THEN
+        PERFORM batch.attach_batch_stage(p_batch_id, v_run.period);
+    ELSE
+        FOREACH v_table IN ARRAY ARRAY['journal_entry_header', 'journal_entry_line'] LOOP
             EXECUTE format('DROP TABLE IF EXISTS batch.%I',
                            'stage_' || v_table || '_' || p_batch_id);
-        END IF;
-    END LOOP;
+        END LOOP;
+    END IF;
 
     UPDATE gl.accounting_period
        SET je_numbers_used = je_numbers_used + v_run.je_count

@@ -54,6 +54,13 @@ BEGIN
             USING ERRCODE = 'invalid_parameter_value',
                   HINT = format('An unfinished batch is abandoned with "monthend cancel %s".',
                                 p_reverses_batch_id);
+    ELSIF EXISTS (SELECT FROM gl.accounting_period AS ap
+                  WHERE ap.period = v_original.period AND ap.status IN ('ARCHIVED', 'RESTORED'))
+    THEN
+        RAISE EXCEPTION 'batch % is in period %, which is archived: an archived period is '
+                        'kept as it was, not corrected', p_reverses_batch_id, v_original.period
+            USING ERRCODE = 'invalid_parameter_value',
+                  HINT = 'Correct what it left wrong by a journal posted in an open period.';
     END IF;
     IF NOT EXISTS (SELECT FROM gl.reversal_reason AS rr WHERE rr.code = p_reason) THEN
         SELECT string_agg(rr.code, ', ' ORDER BY rr.code) INTO v_reasons FROM gl.reversal_reason AS rr;

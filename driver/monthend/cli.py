@@ -16,7 +16,8 @@ from typing import Any
 
 import click
 
-from monthend import __version__, db, jsonout, migrate, proof, report, runner
+from monthend import __version__, archive_check, db, jsonout, migrate, proof, report, runner
+from monthend import archive as archive_writer
 from monthend import verify as verification
 from monthend import watch as auditor_watch
 from monthend.display import RunDisplay
@@ -506,6 +507,11 @@ def dlq_list(ctx: click.Context, batch_id: int | None, limit: int, as_json: bool
                    "collector), replaced atomically.")
 @click.option("--no-record", is_flag=True,
               help="Do not record the run in the audit chain (e.g. on a read-only standby).")
+@click.option("--archive", "archive_dir", type=click.Path(file_okay=False, path_type=Path),
+              default=None,
+              help="Verify the archive of a period in this directory, with no database: "
+                   "every file's sha256, every range and batch root, the period's seal, the "
+                   "archived chain (and --head-file, when at or before its end).")
 @json_option
 @click.pass_context
 @handle_errors
@@ -513,15 +519,27 @@ def verify(ctx: click.Context, batch_id: int | None, full: bool, jobs: int,
            since_head: Path | None, head_file: Path | None, from_head: Path | None,
            to_head: Path | None, watch: bool, interval: float, count: int | None,
            port: int | None, address: str, textfile: Path | None, no_record: bool,
-           as_json: bool) -> None:
+           archive_dir: Path | None, as_json: bool) -> None:
     """Run the audit verification functions; exit 1 on any problem."""
     if (from_head is None) != (to_head is None):
         raise ConfigurationError("--from-head and --to-head go together: the two kept heads "
                                  "to check the chain between.")
     if sum(x for x in (full, batch_id is not None, since_head is not None, watch,
-                       from_head is not None)) > 1:
-        raise ConfigurationError("choose one of --full, --batch, --since-head, --watch and "
-                                 "--from-head/--to-head.")
+                       from_head is not None, archive_dir is not None)) > 1:
+        raise ConfigurationError("choose one of --full, --batch, --since-head, --watch, "
+                                 "--archive and --from-head/--to-head.")
+    if archive_dir is not None:
+        kept = verification.read_head_file(head_file) if head_file else None
+        if head_file and kept is None:
+            raise ConfigurationError(f"--head-file {head_file} does not exist.")
+        checked = archive_check.verify_archive(archive_dir, kept)
+        if as_json:
+            emit_json(checked)
+        else:
+            click.echo(archive_check.text(checked))
+        if not checked["ok"]:
+            sys.exit(1)
+        return
     if not watch and (port is not None or textfile is not None or count is not None):
         raise ConfigurationError("--port, --textfile and --count go with --watch.")
     target = target_of(ctx)
@@ -1108,6 +1126,78 @@ def partitions_ensure(ctx: click.Context, ahead: int, as_json: bool) -> None:
     for name in created:
         click.echo(f"created {name}")
     click.echo(f"{premade['months']} month(s) made ahead of {premade['base_period']}")
+
+
+@main.command("archive")
+@click.option("--period", default=None, help="The permanently closed period to archive (YYYY-MM).")
+@click.option("--due", is_flag=True,
+              help="Archive every permanently closed period that ended more than "
+                   "gl.setting.retention_months ago, each to --to DIR/<period>.")
+@click.option("--to", "directory", type=click.Path(file_okay=False, path_type=Path),
+              required=True,
+              help="The directory to write the archive to (with --due: under which each "
+                   "period gets a directory of its own).")
+@click.option("--reason", default=None, help="Why, for the audit chain.")
+@click.option("--compress-level", type=click.IntRange(1, 9),
+              default=archive_writer.COMPRESS_LEVEL, show_default=True,
+              help="gzip level of the files.")
+@json_option
+@click.pass_context
+@handle_errors
+def archive_command(ctx: click.Context, period: str | None, due: bool, directory: Path,
+                    reason: str | None, compress_level: int, as_json: bool) -> None:
+    """Write a permanently closed period to files that verify without the database,
+    verify them, then drop its partitions (the period becomes ARCHIVED)."""
+    if (period is None) == (not due):
+        raise ConfigurationError("give --period P or --due.")
+    note = _stderr_note(as_json)
+    target = target_of(ctx)
+    if due:
+        result = archive_writer.archive_due(target, directory, note=note)
+        if as_json:
+            emit_json(result)
+            return
+        for one in result["archived"]:
+            click.echo(archive_writer.text(one))
+        click.echo(f"{len(result['archived'])} period(s) archived"
+                   + (f" (retention {result['retention_months']} months)"
+                      if result["retention_months"] else ""))
+        return
+    assert period is not None
+    result = archive_writer.archive(target, period, directory, reason=reason,
+                                    level=compress_level, note=note)
+    if as_json:
+        emit_json(result)
+    else:
+        click.echo(archive_writer.text(result))
+
+
+@main.command("restore")
+@click.option("--from", "directory", type=click.Path(file_okay=False, exists=True,
+                                                     path_type=Path), required=True,
+              help="The directory of the period's archive.")
+@click.option("--reason", default=None, help="Why, for the audit chain.")
+@json_option
+@click.pass_context
+@handle_errors
+def restore_command(ctx: click.Context, directory: Path, reason: str | None,
+                    as_json: bool) -> None:
+    """Verify an archive, then bring its period back as read-only partitions (RESTORED)."""
+    result = archive_writer.restore(target_of(ctx), directory, reason=reason,
+                                    note=_stderr_note(as_json))
+    if as_json:
+        emit_json(result)
+    else:
+        click.echo(archive_writer.text(result))
+
+
+def _stderr_note(as_json: bool) -> Callable[[str], None]:
+    """Progress notes on stderr (stdout stays one JSON document under --json)."""
+    del as_json
+
+    def note(message: str) -> None:
+        click.echo(f"monthend: {message}", err=True)
+    return note
 
 
 if __name__ == "__main__":

@@ -63,6 +63,19 @@ def node_hash(left: bytes, right: bytes) -> bytes:
     return hashlib.sha256(b"\x01" + left + right).digest()
 
 
+def merkle_root(leaf_hashes: list[bytes]) -> bytes:
+    """The RFC 6962 Merkle Tree Hash over leaves already hashed (leaf_hash),
+    level by level as audit.merkle_root builds it: neighbours paired, a last
+    node without a partner carried up; the empty tree is sha256 of nothing."""
+    if not leaf_hashes:
+        return hashlib.sha256(b"").digest()
+    level = leaf_hashes
+    while len(level) > 1:
+        level = [node_hash(level[i], level[i + 1]) if i + 1 < len(level) else level[i]
+                 for i in range(0, len(level), 2)]
+    return level[0]
+
+
 class PathError(ValueError):
     """An audit path that cannot be one for its index and tree size."""
 

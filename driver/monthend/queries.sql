@@ -126,8 +126,11 @@ SELECT * FROM audit.head();
 -- name: committed_batches
 -- Every committed batch, for verifying them all, the largest first (so
 -- parallel jobs end together).
-SELECT batch_id FROM batch.run WHERE status = 'COMMITTED'
-ORDER BY coalesce(line_count, 0) DESC, batch_id;
+-- Batches of an archived period are verified from their archive.
+SELECT r.batch_id FROM batch.run AS r
+JOIN gl.accounting_period AS ap ON ap.period = r.period
+WHERE r.status = 'COMMITTED' AND ap.status <> 'ARCHIVED'
+ORDER BY coalesce(r.line_count, 0) DESC, r.batch_id;
 
 -- name: batches_sealed_since
 -- The batches to verify incrementally: those the chain sealed after row
@@ -135,7 +138,8 @@ ORDER BY coalesce(line_count, 0) DESC, batch_id;
 -- .verify_batch says so), the largest first.
 SELECT r.batch_id
 FROM batch.run AS r
-WHERE r.status = 'COMMITTED'
+JOIN gl.accounting_period AS ap ON ap.period = r.period
+WHERE r.status = 'COMMITTED' AND ap.status <> 'ARCHIVED'
   AND (EXISTS (SELECT FROM audit.log AS l
                WHERE l.batch_id = r.batch_id AND l.event = 'BATCH_COMMITTED'
                  AND l.seq > %(after_seq)s)
@@ -147,8 +151,23 @@ ORDER BY coalesce(r.line_count, 0) DESC, r.batch_id;
 -- The closed periods whose seal the chain recorded after row after_seq.
 SELECT DISTINCT l.payload ->> 'period' AS period
 FROM audit.log AS l
-WHERE l.seq > %(after_seq)s AND l.event = 'PERIOD_CLOSED'
+JOIN gl.accounting_period AS ap ON ap.period = l.payload ->> 'period'
+WHERE l.seq > %(after_seq)s AND l.event = 'PERIOD_CLOSED' AND ap.status <> 'ARCHIVED'
 ORDER BY 1;
+
+-- name: archived_periods
+-- The periods let go to an archive, where, and with which manifest; with
+-- after_seq, only those archived after that chain row (NULL: all).
+SELECT ap.period::text AS period, ap.status_detail ->> 'location' AS location,
+       ap.status_detail ->> 'manifest_sha256' AS manifest_sha256,
+       (ap.status_detail ->> 'batches')::integer AS batches
+FROM gl.accounting_period AS ap
+WHERE ap.status = 'ARCHIVED'
+  AND (%(after_seq)s::bigint IS NULL
+       OR EXISTS (SELECT FROM audit.log AS l
+                  WHERE l.seq > %(after_seq)s AND l.event = 'PERIOD_ARCHIVED'
+                    AND l.payload ->> 'period' = ap.period))
+ORDER BY ap.period;
 
 -- name: chain_rows
 -- The chain's rows from_seq..to_seq as stored, for checking them outside the
@@ -160,9 +179,10 @@ WHERE seq BETWEEN %(from_seq)s AND %(to_seq)s
 ORDER BY seq;
 
 -- name: sealed_periods
--- Every closed period (closed or permanently closed), for verifying their seals.
+-- Every closed period whose entries are in the database (closed, permanently
+-- closed or restored), for verifying their seals.
 SELECT period FROM gl.accounting_period
-WHERE status IN ('CLOSED', 'PERMANENTLY_CLOSED') ORDER BY period;
+WHERE status IN ('CLOSED', 'PERMANENTLY_CLOSED', 'RESTORED') ORDER BY period;
 
 -- name: verify_period
 -- A closed period's seal and balances against the chain and the ledger.
@@ -458,6 +478,65 @@ SELECT base_period, months FROM gl.premade_months();
 -- name: ensure_partitions_ahead
 -- Make the open periods' partitions and those of the months after; the names created.
 SELECT name FROM gl.ensure_partitions_ahead(%(months)s) AS name;
+
+-- name: archive_period_state
+-- A period as `monthend archive` and `restore` see it: status, seal, the
+-- archive it was let go to, its date bounds and the period before it (whose
+-- seal its own seal chains from).
+SELECT ap.period::text AS period, ap.status, ap.start_date, ap.end_date,
+       encode(ap.seal_digest, 'hex') AS seal_digest, ap.status_detail,
+       prev.period::text AS previous_period,
+       encode(prev.seal_digest, 'hex') AS previous_seal_digest
+FROM gl.accounting_period AS ap
+LEFT JOIN LATERAL (SELECT p.period, p.seal_digest FROM gl.accounting_period AS p
+                   WHERE p.period < ap.period ORDER BY p.period DESC LIMIT 1) AS prev ON true
+WHERE ap.period = %(period)s;
+
+-- name: archive_batches
+-- The period's committed batches with their seal: version, batch root, range
+-- roots in range order, and the chain row that sealed them.
+SELECT r.batch_id, r.kind, r.seal_version, encode(r.digest, 'hex') AS batch_root,
+       coalesce(r.je_count, 0) AS entries, coalesce(r.line_count, 0) AS lines,
+       coalesce((SELECT array_agg(encode(g.digest, 'hex') ORDER BY g.range_no)
+                 FROM batch.range AS g WHERE g.batch_id = r.batch_id), '{}') AS range_roots,
+       l.seq AS audit_seq, encode(l.hash, 'hex') AS audit_hash
+FROM batch.run AS r
+LEFT JOIN LATERAL (SELECT x.seq, x.hash FROM audit.log AS x
+                   WHERE x.batch_id = r.batch_id AND x.event = 'BATCH_COMMITTED'
+                   ORDER BY x.seq DESC LIMIT 1) AS l ON true
+WHERE r.period = %(period)s AND r.status = 'COMMITTED'
+ORDER BY r.batch_id;
+
+-- name: archive_period_events
+-- The chain rows of the period's latest close and lock, and the chain's head.
+SELECT (SELECT jsonb_build_object('seq', l.seq, 'hash', encode(l.hash, 'hex'))
+        FROM audit.log AS l WHERE l.event = 'PERIOD_CLOSED' AND l.payload ->> 'period' = %(period)s
+        ORDER BY l.seq DESC LIMIT 1) AS period_closed,
+       (SELECT jsonb_build_object('seq', l.seq, 'hash', encode(l.hash, 'hex'))
+        FROM audit.log AS l WHERE l.event = 'PERIOD_LOCKED' AND l.payload ->> 'period' = %(period)s
+        ORDER BY l.seq DESC LIMIT 1) AS period_locked,
+       (SELECT jsonb_build_object('seq', h.seq, 'hash', encode(h.hash, 'hex'))
+        FROM audit.chain_head AS h) AS head;
+
+-- name: archive_let_go
+-- Drop an archived period's partitions, make it ARCHIVED, seal that in the chain.
+CALL gl.archive_period(%(period)s, %(manifest_sha256)s, %(location)s, %(sealed)s, %(reason)s);
+
+-- name: archive_due
+-- The permanently closed periods that ended more than gl.setting.retention_months ago.
+SELECT ap.period::text AS period, s.retention_months
+FROM gl.accounting_period AS ap CROSS JOIN gl.setting AS s
+WHERE ap.status = 'PERMANENTLY_CLOSED'
+  AND ap.end_date < (current_date - make_interval(months => s.retention_months))::date
+ORDER BY ap.period;
+
+-- name: restore_prepare
+-- Make an archived period's partitions again, empty; the batches to load.
+SELECT batch_id FROM gl.restore_period_prepare(%(period)s, %(manifest_sha256)s);
+
+-- name: restore_finish
+-- Check and verify what was loaded, make the period RESTORED.
+CALL gl.restore_period(%(period)s, %(manifest_sha256)s, %(location)s, %(reason)s);
 
 -- name: connection_capacity
 -- What the server can take: its usable connections (max_connections less the

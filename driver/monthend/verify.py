@@ -180,6 +180,8 @@ def run_checks(target: db.Target, scope: Scope, kept: KeptHead | None,
     with _snapshot_session(target, None) as leader:
         tasks = _tasks(leader, scope, kept)
         head = db.call_one(leader, "audit_head")
+        archived = db.call(leader, "archived_periods",
+                           after_seq=scope.after_seq if scope.mode == "incremental" else None)
         sessions = [leader]
         try:
             if jobs > 1 and len(tasks) > 1:
@@ -221,10 +223,12 @@ def run_checks(target: db.Target, scope: Scope, kept: KeptHead | None,
     chain = found("chain").get(scope.after_seq, [])
     ledger = found("ledger").get(None, [])
     kept_problems = next(iter(found("kept_head").values()), [])
+    archives = _archives(archived, scope)
     counts = {"chain": len(chain), "ledger": len(ledger),
               "batch": sum(len(p) for p in batch_problems.values()),
               "period": sum(len(p) for p in period_problems.values()),
-              "kept_head": len(kept_problems)}
+              "kept_head": len(kept_problems),
+              "archive": sum(len(a["problems"]) for a in archives)}
     return {
         "ok": not any(counts.values()),
         "mode": scope.mode,
@@ -241,9 +245,40 @@ def run_checks(target: db.Target, scope: Scope, kept: KeptHead | None,
         "batches_with_problems": [b for b in batches if batch_problems[b]],
         "period_problems": {p: period_problems[p] for p in periods},
         "periods_verified": periods,
+        "archived_periods": archives,
         "head": head,
         "kept_head": kept.as_dict() if kept else None,
     }
+
+
+def _archives(archived: list[dict[str, Any]], scope: Scope) -> list[dict[str, Any]]:
+    """The archived periods, whose entries are not in the database. An
+    incremental verification checks the archives let go after its head, at
+    the location the chain recorded (their files, with no database); a full
+    one names every archive, each checked by `monthend verify --archive`."""
+    from monthend.archive_check import verify_archive
+    from monthend.archive_files import read_manifest
+
+    result = []
+    for a in archived:
+        entry = {**a, "checked": scope.mode == "incremental", "problems": []}
+        if entry["checked"]:
+            try:
+                _, digest = read_manifest(Path(a["location"]))
+                if digest != a["manifest_sha256"]:
+                    entry["problems"].append({
+                        "problem": "ARCHIVE_MANIFEST_MISMATCH",
+                        "detail": f"the manifest at {a['location']} has sha256 {digest}; "
+                                  f"PERIOD_ARCHIVED recorded {a['manifest_sha256']}"})
+                else:
+                    entry["problems"] += [
+                        {"problem": p["problem"], "detail": f"{p['file']}: {p['detail']}"}
+                        for p in verify_archive(Path(a["location"]))["problems"]]
+            except ConfigurationError as exc:
+                entry["problems"].append({"problem": "ARCHIVE_UNREADABLE",
+                                          "detail": str(exc)})
+        result.append(entry)
+    return result
 
 
 def checks_run(result: dict[str, Any]) -> list[str]:
@@ -346,6 +381,15 @@ def text(result: dict[str, Any]) -> str:
         lines += [f"period {period}: {p['problem']}: {p['detail']}" for p in problems]
     lines += [f"kept head row {p['seq']}: {p['problem']}: {p['detail']}"
               for p in result["kept_head_problems"]]
+    for a in result["archived_periods"]:
+        if a["checked"]:
+            lines.append(f"period {a['period']} archived to {a['location']}: archive "
+                         + ("verified" if not a["problems"] else "does NOT verify"))
+            lines += [f"  {p['problem']}: {p['detail']}" for p in a["problems"]]
+        else:
+            lines.append(f"period {a['period']} is archived ({a['batches']} batches, "
+                         f"{a['location']}): not in the database, so not verified here; "
+                         f"`monthend verify --archive {a['location']}` verifies it")
     head = result["head"]
     counts = result["problem_counts"]
     verdict = "OK" if result["ok"] else "PROBLEMS FOUND"
@@ -358,7 +402,7 @@ def text(result: dict[str, Any]) -> str:
         f"{len(result['periods_verified'])} period seal(s) verified; "
         f"{sum(counts.values())} problem(s) (chain {counts['chain']}, ledger "
         f"{counts['ledger']}, batches {counts['batch']}, periods {counts['period']}, "
-        f"kept head {counts['kept_head']}); "
+        f"kept head {counts['kept_head']}, archives {counts['archive']}); "
         f"head {head['seq'] if head else 0} {head['hash'] if head else GENESIS_HASH}; "
         f"{result['seconds']:.1f} s over {result['jobs']} session(s)")
     if result["head_file"]:
@@ -382,8 +426,20 @@ def chain_row_text(row: dict[str, Any]) -> str:
     batch_id (empty when none), actor and the payload's stored text, joined
     by '|'."""
     at = row["at"].astimezone(datetime.UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
-    batch = "" if row["batch_id"] is None else str(row["batch_id"])
-    return "|".join([str(row["seq"]), at, row["event"], batch, row["actor"], row["payload"]])
+    return log_text(row["seq"], at, row["event"], row["batch_id"], row["actor"], row["payload"])
+
+
+def log_text(seq: int, at: str, event: str, batch_id: int | None, actor: str,
+             payload: str) -> str:
+    """audit.canonical_log_text of a row whose time is already written as the
+    chain writes it (UTC, ``YYYY-MM-DDTHH:MM:SS.ffffffZ``)."""
+    batch = "" if batch_id is None else str(batch_id)
+    return "|".join([str(seq), at, event, batch, actor, payload])
+
+
+def link_hash(prev_hash: bytes, text: str) -> bytes:
+    """A chain row's hash: sha256 of the previous row's hash and its canonical text."""
+    return hashlib.sha256(prev_hash + text.encode("utf-8")).digest()
 
 
 def between_heads(target: db.Target, from_file: Path, to_file: Path) -> dict[str, Any]:
@@ -430,8 +486,7 @@ def between_heads(target: db.Target, from_file: Path, to_file: Path) -> dict[str
         if previous is not None and row["prev_hash"] != previous:
             problem(seq, "BROKEN_LINK", f"prev_hash {row['prev_hash']} does not match the "
                                         f"previous row's hash {previous}")
-        recomputed = hashlib.sha256(bytes.fromhex(row["prev_hash"])
-                                    + chain_row_text(row).encode("utf-8")).hexdigest()
+        recomputed = link_hash(bytes.fromhex(row["prev_hash"]), chain_row_text(row)).hex()
         if recomputed != row["hash"]:
             problem(seq, "HASH_MISMATCH", f"stored hash {row['hash']}, content hashes to "
                                           f"{recomputed}")

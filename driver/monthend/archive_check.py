@@ -1,0 +1,450 @@
+"""``monthend verify --archive DIR``: an archive checked with no database.
+
+Every file is read once, streaming: its bytes hashed against the manifest's
+sha256, its records counted against the manifest's rows. From the ledger's
+two files (sorted by batch and je_id) every range's root is recomputed as its
+batch was sealed (seal version 2: the RFC 6962 Merkle tree over the entries;
+version 1: sha256 of the entries' texts), then every batch's root, and
+compared with the range and batch files, the manifest and the BATCH_COMMITTED
+row of the archived chain. The period's seal is recomputed from its seal
+batches and balances. The archived chain is relinked from genesis, each row's
+hash recomputed; the rows that sealed the period and its batches must be in
+it. A kept head (``--head-file``) at or before the archive's last chain row
+must be in it with its hash.
+
+Each entry is also checked on its own (lines under a header, dated with it,
+debits equal to credits in each currency): a changed amount is named by its
+je_number, not only by the range root it breaks.
+"""
+
+from __future__ import annotations
+
+import bisect
+import hashlib
+import json
+from collections import defaultdict
+from collections.abc import Iterator
+from decimal import Decimal
+from pathlib import Path
+from typing import Any
+
+from monthend import proof
+from monthend.archive_files import FILE_BY_STEM, FILES, FileRead, UnreadableFile, read_manifest
+from monthend.verify import GENESIS_HASH, KeptHead, link_hash, log_text
+
+# Entries named per problem before the rest are only counted.
+LISTED = 20
+
+
+def _bytea(value: str | None) -> str | None:
+    """A bytea field as written (``\\x…``) to plain hex."""
+    return value[2:] if value and value.startswith("\\x") else value
+
+
+def _join(*fields: str | None) -> str:
+    """concat_ws('|', …): NULLs left out."""
+    return "|".join(f for f in fields if f is not None)
+
+
+def header_text(h: dict[str, str | None]) -> str:
+    """audit.canonical_header_text of an archived header."""
+    return _join("H", h["je_id"], h["je_number"], h["je_date"], h["period"], h["batch_id"],
+                 h["source_type"], h["source_id"], h["je_seq"], h["currency"], h["fx_rate"],
+                 h["description"] or "", h["source_amount"],
+                 None if h.get("reverses_je_id") is None else "R" + str(h["reverses_je_id"]),
+                 None if h.get("source_date") is None else "S" + str(h["source_date"]))
+
+
+def line_text(line: dict[str, str | None], seal_version: int) -> str:
+    """A line's canonical text under its batch's seal version
+    (audit.canonical_line_text, audit.canonical_line_text_v2)."""
+    if seal_version == 1:
+        return _join("L", line["je_id"], line["je_date"], line["line_no"], line["account_code"],
+                     line["debit"], line["credit"], line["functional_debit"],
+                     line["functional_credit"], line["batch_id"])
+    return _join("L", line["line_no"], line["account_code"], line["debit"], line["credit"],
+                 line["functional_debit"], line["functional_credit"])
+
+
+def balance_text(b: dict[str, str | None]) -> str:
+    """audit.canonical_balance_text of an archived balance row."""
+    return _join("B", b["period"], b["account_code"], b["currency"], b["lines"], b["opening"],
+                 b["debit"], b["credit"], b["closing"], b["functional_opening"],
+                 b["functional_debit"], b["functional_credit"], b["functional_closing"])
+
+
+class _RangeRoot:
+    """A range's root, computed entry by entry as the range's seal version does."""
+
+    def __init__(self, seal_version: int) -> None:
+        self.version = seal_version
+        self.leaves: list[bytes] = []
+        self.v1 = hashlib.sha256()
+        self.entries = 0
+
+    def add(self, entry_text: str) -> None:
+        data = entry_text.encode("utf-8")
+        if self.version == 1:
+            if self.entries:
+                self.v1.update(b"\n")
+            self.v1.update(data)
+        else:
+            self.leaves.append(proof.leaf_hash(data))
+        self.entries += 1
+
+    def root(self) -> bytes:
+        return self.v1.digest() if self.version == 1 else proof.merkle_root(self.leaves)
+
+
+def batch_root(seal_version: int, range_roots: list[bytes]) -> bytes:
+    """audit.batch_root: v1 sha256 of the range roots' hex lines, v2 the Merkle
+    tree over them."""
+    if seal_version == 1:
+        return hashlib.sha256("\n".join(r.hex() for r in range_roots).encode()).digest()
+    return proof.merkle_root([proof.leaf_hash(r) for r in range_roots])
+
+
+class Check:
+    """The problems found, each naming the file and, where one can be named,
+    the batch, range and entry."""
+
+    def __init__(self) -> None:
+        self.problems: list[dict[str, Any]] = []
+        self._counted: dict[str, int] = defaultdict(int)
+
+    def problem(self, file: str, problem: str, detail: str, batch_id: Any = None,
+                range_no: Any = None, je_number: str | None = None) -> None:
+        self._counted[problem] += 1
+        if self._counted[problem] == LISTED + 1:
+            self.problems.append({"file": file, "problem": problem, "batch_id": None,
+                                  "range_no": None, "je_number": None,
+                                  "detail": f"more {problem} problems, not listed"})
+        if self._counted[problem] > LISTED:
+            return
+        self.problems.append({"file": file, "problem": problem,
+                              "batch_id": None if batch_id is None else int(batch_id),
+                              "range_no": None if range_no is None else int(range_no),
+                              "je_number": je_number, "detail": detail})
+
+
+def _entries(headers: Iterator[dict[str, str | None]], lines: Iterator[dict[str, str | None]],
+             check: Check) -> Iterator[tuple[dict[str, str | None], list[dict[str, str | None]]]]:
+    """Each header with its lines, both files being sorted by (batch_id, je_id).
+    A line with no header is a problem of the line file."""
+    line = next(lines, None)
+    for h in headers:
+        key = (int(h["batch_id"] or 0), int(h["je_id"] or 0))
+        own = []
+        while line is not None:
+            lkey = (int(line["batch_id"] or 0), int(line["je_id"] or 0))
+            if lkey > key:
+                break
+            if lkey == key:
+                own.append(line)
+            else:
+                check.problem("journal_entry_line.csv.gz", "LINE_WITHOUT_HEADER",
+                              f"line {line['line_no']} of je_id {line['je_id']} has no header "
+                              "(or the file is not in batch_id, je_id order)",
+                              batch_id=line["batch_id"])
+            line = next(lines, None)
+        yield h, own
+    while line is not None:
+        check.problem("journal_entry_line.csv.gz", "LINE_WITHOUT_HEADER",
+                      f"line {line['line_no']} of je_id {line['je_id']} has no header",
+                      batch_id=line["batch_id"])
+        line = next(lines, None)
+
+
+def _check_entry(h: dict[str, str | None], own: list[dict[str, str | None]],
+                 check: Check) -> None:
+    """One entry on its own: lines dated with the header, numbered in order,
+    debits equal to credits in transaction and in functional currency."""
+    je = h["je_number"]
+    if [int(x["line_no"] or 0) for x in own] != sorted(int(x["line_no"] or 0) for x in own):
+        check.problem("journal_entry_line.csv.gz", "LINE_ORDER",
+                      f"{je}: lines are not in line_no order", h["batch_id"], je_number=je)
+    if any(x["je_date"] != h["je_date"] for x in own):
+        check.problem("journal_entry_line.csv.gz", "LINE_DATE_MISMATCH",
+                      f"{je}: a line is dated otherwise than its header ({h['je_date']})",
+                      h["batch_id"], je_number=je)
+    try:
+        debit = sum(Decimal(x["debit"] or "0") for x in own)
+        credit = sum(Decimal(x["credit"] or "0") for x in own)
+        fdebit = sum(Decimal(x["functional_debit"] or "0") for x in own)
+        fcredit = sum(Decimal(x["functional_credit"] or "0") for x in own)
+    except ArithmeticError:
+        check.problem("journal_entry_line.csv.gz", "AMOUNT_MALFORMED",
+                      f"{je}: an amount is not a number", h["batch_id"], je_number=je)
+        return
+    if not own:
+        check.problem("journal_entry_header.csv.gz", "ENTRY_WITHOUT_LINES", f"{je} has no lines",
+                      h["batch_id"], je_number=je)
+    elif debit != credit or fdebit != fcredit:
+        check.problem("journal_entry_line.csv.gz", "ENTRY_UNBALANCED",
+                      f"{je}: debits {debit} and credits {credit} (functional {fdebit} and "
+                      f"{fcredit})", h["batch_id"], je_number=je)
+
+
+def _ledger(directory: Path, runs: dict[int, dict[str, Any]],
+            ranges: dict[int, list[dict[str, Any]]], check: Check,
+            reads: dict[str, FileRead]) -> dict[int, list[bytes]]:
+    """Every range's root recomputed from the ledger files; the roots by batch,
+    in range order. A range's entries come together (the files are sorted by
+    batch and je_id), so only the range being read is held: its leaf hashes."""
+    header_file = FileRead(directory / FILE_BY_STEM["journal_entry_header"].name)
+    line_file = FileRead(directory / FILE_BY_STEM["journal_entry_line"].name)
+    reads["journal_entry_header"], reads["journal_entry_line"] = header_file, line_file
+    lows = {b: [int(runs[b]["je_id_base"] or 0) + int(g["je_offset"]) for g in rs]
+            for b, rs in ranges.items()}
+    done: dict[tuple[int, int], bytes] = {}
+    seen: dict[tuple[int, int], int] = defaultdict(int)
+    key: tuple[int, int] | None = None
+    computing: _RangeRoot | None = None
+
+    for h, own in _entries(iter(header_file), iter(line_file), check):
+        batch, je_id, je = int(h["batch_id"] or 0), int(h["je_id"] or 0), h["je_number"]
+        _check_entry(h, own, check)
+        if batch not in runs:
+            check.problem(header_file.path.name, "ENTRY_OF_NO_BATCH",
+                          f"{je} is of batch {batch}, which run.csv.gz has not as committed",
+                          batch, je_number=je)
+            continue
+        k = bisect.bisect_right(lows.get(batch, []), je_id) - 1
+        if k < 0 or je_id >= lows[batch][k] + int(ranges[batch][k]["je_count"]):
+            check.problem(header_file.path.name, "ENTRY_OUTSIDE_RANGES",
+                          f"{je} (je_id {je_id}) is in no range of batch {batch}", batch,
+                          je_number=je)
+            continue
+        if (batch, k) != key:
+            if key is not None and computing is not None:
+                done[key] = computing.root()
+            key = (batch, k)
+            if key in done:
+                check.problem(header_file.path.name, "ENTRY_ORDER",
+                              f"{je}: the entries of range {ranges[batch][k]['range_no']} of "
+                              f"batch {batch} are not together (the file is not in batch_id, "
+                              "je_id order)", batch, ranges[batch][k]["range_no"], je)
+            computing = _RangeRoot(int(runs[batch]["seal_version"]))
+        assert computing is not None
+        seen[key] += 1
+        computing.add("\n".join([header_text(h)] + [line_text(x, computing.version)
+                                                     for x in own]))
+    if key is not None and computing is not None:
+        done[key] = computing.root()
+
+    roots: dict[int, list[bytes]] = {}
+    for batch, batch_ranges in ranges.items():
+        version = int(runs[batch]["seal_version"])
+        roots[batch] = [done.get((batch, k)) or _RangeRoot(version).root()
+                        for k in range(len(batch_ranges))]
+        for k, g in enumerate(batch_ranges):
+            if seen[(batch, k)] != int(g["je_count"]):
+                check.problem(header_file.path.name, "RANGE_ENTRY_COUNT",
+                              f"range {g['range_no']} of batch {batch} has {seen[(batch, k)]} "
+                              f"entries in the archive, {g['je_count']} sealed", batch,
+                              g["range_no"])
+    return roots
+
+
+def _chain(rows: list[dict[str, Any]], check: Check) -> dict[int, dict[str, Any]]:
+    """The archived chain relinked from genesis; its rows by seq."""
+    previous = GENESIS_HASH
+    by_seq: dict[int, dict[str, Any]] = {}
+    for expected_seq, row in enumerate(rows, start=1):
+        seq = int(row["seq"])
+        by_seq[seq] = row
+        if seq != expected_seq:
+            check.problem("audit_log.csv.gz", "CHAIN_SEQ_GAP",
+                          f"row {expected_seq} of the chain has seq {seq}")
+        if row["prev_hash"] != previous:
+            check.problem("audit_log.csv.gz", "CHAIN_BROKEN_LINK",
+                          f"row {seq}: prev_hash {row['prev_hash']}, the previous row's hash "
+                          f"{previous}")
+        text = log_text(seq, row["at"] or "", row["event"] or "",
+                        None if row["batch_id"] is None else int(row["batch_id"]),
+                        row["actor"] or "", row["payload"] or "")
+        recomputed = link_hash(bytes.fromhex(row["prev_hash"] or ""), text).hex()
+        if recomputed != row["hash"]:
+            check.problem("audit_log.csv.gz", "CHAIN_HASH_MISMATCH",
+                          f"row {seq} ({row['event']}): stored hash {row['hash']}, its content "
+                          f"hashes to {recomputed}", row["batch_id"])
+        previous = row["hash"] or ""
+    return by_seq
+
+
+def verify_archive(directory: Path, kept: KeptHead | None = None) -> dict[str, Any]:
+    """The result document of checking the archive in ``directory``."""
+    manifest, manifest_sha256 = read_manifest(directory)
+    check = Check()
+    reads: dict[str, FileRead] = {}
+    tables: dict[str, list[dict[str, Any]]] = {}
+    listed = {f["name"]: f for f in manifest.get("files", [])}
+    for spec in FILES:
+        if spec.name not in listed:
+            check.problem(spec.name, "FILE_NOT_LISTED", f"the manifest does not list {spec.name}")
+    if check.problems:
+        return _result(directory, manifest, manifest_sha256, check, reads, kept, None)
+
+    try:
+        for spec in FILES:
+            if spec.stem in ("journal_entry_header", "journal_entry_line"):
+                continue
+            read = FileRead(directory / spec.name)
+            reads[spec.stem] = read
+            kept_rows = spec.stem != "source_claim"
+            tables[spec.stem] = [r for r in read if kept_rows]
+    except (UnreadableFile, FileNotFoundError) as exc:
+        check.problem(getattr(exc, "filename", None) or str(exc).split(":")[0], "FILE_UNREADABLE",
+                      str(exc))
+        return _result(directory, manifest, manifest_sha256, check, reads, kept, None)
+
+    runs = {int(r["batch_id"]): r for r in tables["run"] if r["status"] == "COMMITTED"}
+    ranges: dict[int, list[dict[str, Any]]] = defaultdict(list)
+    for g in tables["range"]:
+        if int(g["batch_id"]) in runs:
+            ranges[int(g["batch_id"])].append(g)
+    try:
+        roots = _ledger(directory, runs, ranges, check, reads)
+    except (UnreadableFile, FileNotFoundError) as exc:
+        check.problem(str(exc).split(":")[0], "FILE_UNREADABLE", str(exc))
+        return _result(directory, manifest, manifest_sha256, check, reads, kept, None)
+
+    chain = _chain(tables["audit_log"], check)
+    by_batch = {int(b["batch_id"]): b for b in manifest.get("batches", [])}
+    committed_rows = {int(r["batch_id"]): r for r in chain.values()
+                      if r["event"] == "BATCH_COMMITTED" and r["batch_id"] is not None}
+    for batch, run in sorted(runs.items()):
+        version = int(run["seal_version"])
+        computed = batch_root(version, roots.get(batch, []))
+        stored = {"run.csv.gz": _bytea(run["digest"]),
+                  "manifest.json": (by_batch.get(batch) or {}).get("batch_root")}
+        for g, root in zip(ranges.get(batch, []), roots.get(batch, []), strict=False):
+            if _bytea(g["digest"]) != root.hex():
+                check.problem("journal_entry_header.csv.gz", "RANGE_ROOT_MISMATCH",
+                              f"range {g['range_no']} of batch {batch} (je_id from "
+                              f"{int(run['je_id_base'] or 0) + int(g['je_offset'])}, "
+                              f"{g['je_count']} entries) hashes to {root.hex()}, sealed "
+                              f"{_bytea(g['digest'])}", batch, g["range_no"])
+        sealed_row = committed_rows.get(batch)
+        if sealed_row is None:
+            check.problem("audit_log.csv.gz", "BATCH_NOT_SEALED",
+                          f"the archived chain has no BATCH_COMMITTED row of batch {batch}", batch)
+        else:
+            stored["audit_log.csv.gz"] = _payload(sealed_row).get("digest")
+        for where, value in stored.items():
+            if value != computed.hex():
+                check.problem(where, "BATCH_ROOT_MISMATCH",
+                              f"batch {batch}: the archived entries hash to {computed.hex()}, "
+                              f"{where} says {value}", batch)
+    for batch in set(by_batch) - set(runs):
+        check.problem("run.csv.gz", "BATCH_MISSING",
+                      f"the manifest lists batch {batch}, run.csv.gz has no committed batch "
+                      "of that id", batch)
+
+    _period_seal(manifest, tables, chain, check)
+    head = _kept_head(kept, chain, check)
+    return _result(directory, manifest, manifest_sha256, check, reads, kept, head)
+
+
+def _payload(row: dict[str, Any]) -> dict[str, Any]:
+    try:
+        value = json.loads(row["payload"] or "{}")
+    except ValueError:
+        return {}
+    return value if isinstance(value, dict) else {}
+
+
+def _period_seal(manifest: dict[str, Any], tables: dict[str, list[dict[str, Any]]],
+                 chain: dict[int, dict[str, Any]], check: Check) -> None:
+    """The period's seal (audit.period_seal_digest) from its seal batches and
+    balances, against the period row, the manifest and the last PERIOD_CLOSED."""
+    period = manifest.get("period")
+    seal = manifest.get("period_seal") or {}
+    previous = (None if seal.get("previous_period") is None
+                else _join("P", period, seal["previous_period"], seal.get("previous_seal_digest")))
+    if previous is None:
+        previous = _join("P", period)
+    parts = [previous]
+    batches = "\n".join(_join("S", s["seal_order"], s["batch_id"], _bytea(s["digest"]))
+                        for s in tables["period_seal_batch"])
+    balances = "\n".join(balance_text(b) for b in tables["period_balance"])
+    parts += [p for p in (batches, balances) if p]
+    computed = hashlib.sha256("\n".join(parts).encode("utf-8")).hexdigest()
+    rows = tables["accounting_period"]
+    stored = {"manifest.json": seal.get("digest"),
+              "accounting_period.csv.gz": _bytea(rows[0]["seal_digest"]) if rows else None}
+    closed = [r for r in chain.values()
+              if r["event"] == "PERIOD_CLOSED" and _payload(r).get("period") == period]
+    if closed:
+        stored["audit_log.csv.gz"] = _payload(closed[-1]).get("seal_digest")
+    else:
+        check.problem("audit_log.csv.gz", "PERIOD_NOT_SEALED",
+                      f"the archived chain has no PERIOD_CLOSED row of period {period}")
+    for where, value in stored.items():
+        if value != computed:
+            check.problem(where, "PERIOD_SEAL_MISMATCH",
+                          f"period {period}: its seal batches and balances hash to {computed}, "
+                          f"{where} says {value}")
+
+
+def _kept_head(kept: KeptHead | None, chain: dict[int, dict[str, Any]],
+               check: Check) -> dict[str, Any] | None:
+    if kept is None:
+        return None
+    last = max(chain) if chain else 0
+    if kept.seq > last:
+        return {**kept.as_dict(), "checked": False,
+                "detail": f"the kept head (row {kept.seq}) is after the archived chain, which "
+                          f"ends at row {last}: `monthend verify --head-file` checks it against "
+                          "the database's chain"}
+    row = chain.get(kept.seq)
+    if row is None or row["hash"] != kept.hash:
+        check.problem("audit_log.csv.gz", "KEPT_HEAD_MISMATCH",
+                      f"the kept head is row {kept.seq} with hash {kept.hash}; the archived "
+                      f"chain has {row['hash'] if row else 'no such row'}")
+    return {**kept.as_dict(), "checked": True, "detail": None}
+
+
+def _result(directory: Path, manifest: dict[str, Any], manifest_sha256: str, check: Check,
+            reads: dict[str, FileRead], kept: KeptHead | None,
+            head: dict[str, Any] | None) -> dict[str, Any]:
+    listed = {f["name"]: f for f in manifest.get("files", [])}
+    files = []
+    for spec in FILES:
+        read = reads.get(spec.stem)
+        entry = listed.get(spec.name) or {}
+        if read is None or read._hashing is None:
+            files.append({"name": spec.name, "rows": None, "sha256": None, "ok": False})
+            continue
+        ok = read.sha256 == entry.get("sha256") and read.rows == entry.get("rows")
+        if read.sha256 != entry.get("sha256"):
+            check.problem(spec.name, "FILE_SHA256_MISMATCH",
+                          f"{spec.name} has sha256 {read.sha256}, the manifest says "
+                          f"{entry.get('sha256')}")
+        if read.rows != entry.get("rows"):
+            check.problem(spec.name, "FILE_ROWS_MISMATCH",
+                          f"{spec.name} has {read.rows} rows, the manifest says "
+                          f"{entry.get('rows')}")
+        files.append({"name": spec.name, "rows": read.rows, "sha256": read.sha256, "ok": ok})
+    return {"ok": not check.problems, "archive": str(directory), "period": manifest.get("period"),
+            "manifest_sha256": manifest_sha256, "files": files,
+            "batches": len(manifest.get("batches", [])), "kept_head": head,
+            "problems": check.problems}
+
+
+def text(result: dict[str, Any]) -> str:
+    lines = [f"archive {result['archive']} of period {result['period']} "
+             f"(manifest sha256 {result['manifest_sha256']})"]
+    for f in result["files"]:
+        lines.append(f"  {'ok  ' if f['ok'] else 'FAIL'} {f['name']}: {f['rows']} rows")
+    for p in result["problems"]:
+        where = "".join([f" batch {p['batch_id']}" if p["batch_id"] is not None else "",
+                         f" range {p['range_no']}" if p["range_no"] is not None else "",
+                         f" {p['je_number']}" if p["je_number"] else ""])
+        lines.append(f"{p['problem']} in {p['file']}{where}: {p['detail']}")
+    head = result.get("kept_head")
+    if head and not head["checked"]:
+        lines.append(head["detail"])
+    lines.append("archive verifies: every file, range, batch and the period's seal"
+                 if result["ok"] else "archive does NOT verify")
+    return "\n".join(lines)
