@@ -126,6 +126,19 @@ BEGIN
       INTO v_headers, v_lines
       FROM batch.run AS r WHERE r.period = p_period AND r.status = 'COMMITTED';
 
+    -- ARCHIVED (and PERIOD_ARCHIVED in the chain) first: the period's claims
+    -- and reversed postings then go whole (batch.source_claim_follows_reversal).
+    UPDATE gl.accounting_period
+       SET status = 'ARCHIVED',
+           status_reason = coalesce(p_reason, 'archived to ' || p_location),
+           status_detail = jsonb_build_object(
+               'manifest_sha256', p_manifest_sha256, 'location', p_location,
+               'seal_digest', encode(v_seal, 'hex'),
+               'batches', (SELECT count(*) FROM jsonb_object_keys(p_sealed -> 'batches')),
+               'headers', v_headers, 'lines', v_lines, 'claims', v_claims,
+               'source_reversals', v_reversed)
+     WHERE period = p_period;
+
     -- The reversed postings of the period's rows go with its claims (they
     -- reference them); the archive holds both.
     DELETE FROM batch.source_reversal AS s WHERE s.period = p_period;
@@ -138,15 +151,5 @@ BEGIN
         END IF;
     END LOOP;
 
-    UPDATE gl.accounting_period
-       SET status = 'ARCHIVED',
-           status_reason = coalesce(p_reason, 'archived to ' || p_location),
-           status_detail = jsonb_build_object(
-               'manifest_sha256', p_manifest_sha256, 'location', p_location,
-               'seal_digest', encode(v_seal, 'hex'),
-               'batches', (SELECT count(*) FROM jsonb_object_keys(p_sealed -> 'batches')),
-               'headers', v_headers, 'lines', v_lines, 'claims', v_claims,
-               'source_reversals', v_reversed)
-     WHERE period = p_period;
 END
 $$;

@@ -235,9 +235,13 @@ def archive(target: db.Target, period: str, directory: Path, reason: str | None 
     verified = verify_archive(directory)
     note(f"archive verified in {time.monotonic() - started:.1f} s")
     _refuse_failed(verified, f"Period {period} was not let go.")
-    with db.connect(target) as conn:
+    # In a transaction the driver commits: a driver killed before its COMMIT
+    # reached the server leaves nothing let go.
+    with db.connect(target, autocommit=False) as conn:
         db.call(conn, "archive_let_go", period=period, manifest_sha256=digest,
                 location=str(directory), sealed=json.dumps(_sealed(manifest)), reason=reason)
+        with db.wrap_errors():
+            conn.commit()
         state = _state(conn, period)
     return {"period": period, "status": state["status"], "archive": str(directory),
             "manifest_sha256": digest, "written": written,
@@ -251,12 +255,13 @@ def archive_due(target: db.Target, root: Path, note: Note = _quiet) -> dict[str,
     ``root/<period>``, oldest first; stops at the first that fails."""
     with db.connect(target) as conn:
         due = db.call(conn, "archive_due")
+        retention = db.call_one(conn, "retention_months")
+    assert retention is not None
     archived = []
     for row in due:
         note(f"archiving {row['period']} to {root / row['period']}")
         archived.append(archive(target, row["period"], root / row["period"], note=note))
-    retention = due[0]["retention_months"] if due else None
-    return {"retention_months": retention, "archived": archived}
+    return {"retention_months": retention["retention_months"], "archived": archived}
 
 
 def _load(copy_conn: psycopg.Connection, table: str, columns: list[str], path: Path) -> int:
@@ -310,6 +315,12 @@ def restore(target: db.Target, directory: Path, reason: str | None = None,
         note(f"restored partitions verified against their seals in "
              f"{time.monotonic() - started:.1f} s")
         conn.commit()
+        # The planner's statistics (and `monthend partitions`' row counts).
+        suffix = period.replace("-", "_")
+        conn.autocommit = True
+        conn.execute(sql.SQL("ANALYZE {}, {}").format(
+            sql.Identifier("gl", f"journal_entry_header_{suffix}"),
+            sql.Identifier("gl", f"journal_entry_line_{suffix}")))
     return {"period": period, "status": "RESTORED", "archive": str(directory),
             "manifest_sha256": digest, "batches": len(batches), "rows": loaded}
 

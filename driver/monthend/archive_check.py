@@ -285,17 +285,18 @@ def verify_archive(directory: Path, kept: KeptHead | None = None) -> dict[str, A
     if check.problems:
         return _result(directory, manifest, manifest_sha256, check, reads, kept, None)
 
-    try:
-        for spec in FILES:
-            if spec.stem in ("journal_entry_header", "journal_entry_line"):
-                continue
-            read = FileRead(directory / spec.name)
-            reads[spec.stem] = read
-            kept_rows = spec.stem != "source_claim"
-            tables[spec.stem] = [r for r in read if kept_rows]
-    except (UnreadableFile, FileNotFoundError) as exc:
-        check.problem(getattr(exc, "filename", None) or str(exc).split(":")[0], "FILE_UNREADABLE",
-                      str(exc))
+    for spec in FILES:
+        if spec.stem in ("journal_entry_header", "journal_entry_line"):
+            continue
+        read = FileRead(directory / spec.name)
+        reads[spec.stem] = read
+        try:
+            tables[spec.stem] = [r for r in read if spec.stem != "source_claim"]
+        except UnreadableFile as exc:
+            check.problem(exc.name, "FILE_UNREADABLE", str(exc))
+            tables[spec.stem] = []
+    if any(p["problem"] == "FILE_UNREADABLE" and p["file"] in ("run.csv.gz", "range.csv.gz")
+           for p in check.problems):
         return _result(directory, manifest, manifest_sha256, check, reads, kept, None)
 
     runs = {int(r["batch_id"]): r for r in tables["run"] if r["status"] == "COMMITTED"}
@@ -305,9 +306,13 @@ def verify_archive(directory: Path, kept: KeptHead | None = None) -> dict[str, A
             ranges[int(g["batch_id"])].append(g)
     try:
         roots = _ledger(directory, runs, ranges, check, reads)
-    except (UnreadableFile, FileNotFoundError) as exc:
-        check.problem(str(exc).split(":")[0], "FILE_UNREADABLE", str(exc))
+    except UnreadableFile as exc:
+        check.problem(exc.name, "FILE_UNREADABLE", str(exc))
         return _result(directory, manifest, manifest_sha256, check, reads, kept, None)
+    finally:
+        for stem in ("journal_entry_header", "journal_entry_line"):
+            if stem in reads and not reads[stem].complete:
+                reads[stem].finish_hashing()
 
     chain = _chain(tables["audit_log"], check)
     by_batch = {int(b["batch_id"]): b for b in manifest.get("batches", [])}
@@ -416,12 +421,13 @@ def _result(directory: Path, manifest: dict[str, Any], manifest_sha256: str, che
         if read is None or read._hashing is None:
             files.append({"name": spec.name, "rows": None, "sha256": None, "ok": False})
             continue
-        ok = read.sha256 == entry.get("sha256") and read.rows == entry.get("rows")
+        ok = (read.complete and read.sha256 == entry.get("sha256")
+              and read.rows == entry.get("rows"))
         if read.sha256 != entry.get("sha256"):
             check.problem(spec.name, "FILE_SHA256_MISMATCH",
                           f"{spec.name} has sha256 {read.sha256}, the manifest says "
                           f"{entry.get('sha256')}")
-        if read.rows != entry.get("rows"):
+        if read.complete and read.rows != entry.get("rows"):
             check.problem(spec.name, "FILE_ROWS_MISMATCH",
                           f"{spec.name} has {read.rows} rows, the manifest says "
                           f"{entry.get('rows')}")

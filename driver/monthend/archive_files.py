@@ -13,11 +13,13 @@ from the fields as they are written.
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import gzip
 import hashlib
 import io
 import json
+import zlib
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -148,14 +150,18 @@ class FileRead:
     def __init__(self, path: Path) -> None:
         self.path = path
         self.rows = 0
+        self.complete = False
         self.columns: list[str] = []
-        self._raw: IO[bytes] | None = None
         self._hashing: _HashingReader | None = None
 
     def __iter__(self) -> Iterator[dict[str, str | None]]:
         try:
-            with self.path.open("rb") as raw:
-                self._hashing = _HashingReader(raw)
+            raw = self.path.open("rb")
+        except OSError as exc:
+            raise UnreadableFile(self.path.name, f"{self.path.name}: {exc}") from exc
+        with raw:
+            self._hashing = _HashingReader(raw)
+            try:
                 with gzip.GzipFile(fileobj=io.BufferedReader(self._hashing, 1 << 20)) as gz, \
                         io.TextIOWrapper(gz, encoding="utf-8", newline="") as text:
                     reader = csv.reader(text)
@@ -163,15 +169,23 @@ class FileRead:
                     width = len(self.columns)
                     for record in reader:
                         if len(record) != width:
-                            raise UnreadableFile(
-                                f"{self.path.name}: record {self.rows + 1} has {len(record)} "
-                                f"fields, the header {width}")
+                            raise csv.Error(f"record {self.rows + 1} has {len(record)} "
+                                            f"fields, the header {width}")
                         self.rows += 1
-                        yield {c: (v if v != "" else None) for c, v in zip(self.columns, record,
-                                                                          strict=True)}
+                        yield {c: (v if v != "" else None)
+                               for c, v in zip(self.columns, record, strict=True)}
                 self._hashing.drain()
-        except (OSError, EOFError, UnicodeDecodeError, csv.Error) as exc:
-            raise UnreadableFile(f"{self.path.name}: {exc}") from exc
+                self.complete = True
+            except (OSError, EOFError, zlib.error, UnicodeDecodeError, csv.Error) as exc:
+                # The whole file is hashed all the same: its sha256 is reported too.
+                self.finish_hashing()
+                raise UnreadableFile(self.path.name, f"{self.path.name}: {exc}") from exc
+
+    def finish_hashing(self) -> None:
+        """Hash the rest of a file whose reading stopped early."""
+        if self._hashing is not None:
+            with contextlib.suppress(OSError, ValueError):
+                self._hashing.drain()
 
     @property
     def sha256(self) -> str:
@@ -186,6 +200,10 @@ class FileRead:
 
 class UnreadableFile(Exception):
     """An archive file that cannot be read as gzip'd CSV."""
+
+    def __init__(self, name: str, message: str) -> None:
+        super().__init__(message)
+        self.name = name
 
 
 def read_manifest(directory: Path) -> tuple[dict[str, Any], str]:

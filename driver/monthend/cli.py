@@ -1101,7 +1101,8 @@ def partitions_group(ctx: click.Context, as_json: bool) -> None:
         batch = "-" if row["batch_id"] is None else str(row["batch_id"])
         click.echo(f"{row['period']:<8} {row['period_status'] or '-':<18} "
                    f"{row['ledger_table']:<22} {batch:>6} {row['rows']:>12,} "
-                   f"{_megabytes(row['bytes']):>12}  {row['location']}")
+                   f"{_megabytes(row['bytes']):>12}  {row['location']}"
+                   + (f" {row['archive']}" if row["archive"] else ""))
     click.echo(f"{premade['months']} month(s) made ahead of {premade['base_period']}"
                + ("" if premade["months"] >= 1 else
                   ": run `monthend partitions ensure --ahead 3` before the next run"))
@@ -1159,9 +1160,8 @@ def archive_command(ctx: click.Context, period: str | None, due: bool, directory
             return
         for one in result["archived"]:
             click.echo(archive_writer.text(one))
-        click.echo(f"{len(result['archived'])} period(s) archived"
-                   + (f" (retention {result['retention_months']} months)"
-                      if result["retention_months"] else ""))
+        click.echo(f"{len(result['archived'])} period(s) archived (retention "
+                   f"{result['retention_months']} months)")
         return
     assert period is not None
     result = archive_writer.archive(target, period, directory, reason=reason,

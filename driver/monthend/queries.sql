@@ -467,7 +467,8 @@ SELECT audit.prove_entry(%(je_number)s) AS proof;
 
 -- name: ledger_partitions
 -- Every ledger partition (monthly, then the batches under it), for monthend partitions.
-SELECT ledger_table, period, batch_id, partition_name, rows, bytes, period_status, location
+SELECT ledger_table, period, batch_id, partition_name, rows, bytes, period_status, location,
+       archive
 FROM gl.ledger_partition
 ORDER BY period, ledger_table, batch_id NULLS FIRST;
 
@@ -522,9 +523,13 @@ SELECT (SELECT jsonb_build_object('seq', l.seq, 'hash', encode(l.hash, 'hex'))
 -- Drop an archived period's partitions, make it ARCHIVED, seal that in the chain.
 CALL gl.archive_period(%(period)s, %(manifest_sha256)s, %(location)s, %(sealed)s, %(reason)s);
 
+-- name: retention_months
+-- How long a permanently closed period stays in the database.
+SELECT retention_months FROM gl.setting;
+
 -- name: archive_due
 -- The permanently closed periods that ended more than gl.setting.retention_months ago.
-SELECT ap.period::text AS period, s.retention_months
+SELECT ap.period::text AS period
 FROM gl.accounting_period AS ap CROSS JOIN gl.setting AS s
 WHERE ap.status = 'PERMANENTLY_CLOSED'
   AND ap.end_date < (current_date - make_interval(months => s.retention_months))::date

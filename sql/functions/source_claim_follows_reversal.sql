@@ -15,6 +15,14 @@ DECLARE
     v_reversal_batch bigint;
     v_status         text;
 BEGIN
+    -- An ARCHIVED period's claims and reversals go (gl.archive_period) and
+    -- come back (gl.restore_period) whole, from and to a verified archive, in
+    -- one transaction: not posting by posting.
+    IF EXISTS (SELECT FROM gl.accounting_period AS ap
+               WHERE ap.period = CASE WHEN TG_OP = 'DELETE' THEN OLD.period ELSE NEW.period END
+                 AND ap.status = 'ARCHIVED') THEN
+        RETURN CASE WHEN TG_OP = 'DELETE' THEN OLD ELSE NEW END;
+    END IF;
     IF TG_TABLE_NAME = 'source_reversal' THEN
         IF EXISTS (SELECT FROM batch.source_claim AS c
                    WHERE c.period = OLD.period AND c.source_type = OLD.source_type

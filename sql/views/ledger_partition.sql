@@ -4,8 +4,10 @@
 -- attached (one a batch, by batch_id). With the period's status, the rows
 -- (the planner's estimate, pg_class.reltuples: exact after the post-processing
 -- ANALYZE, no scan here), the size on disk (the month's, with its batches'),
--- and where it lives: ATTACHED for every partition the ledger holds (a period
--- let go to an archive has none left).
+-- and where it lives: ATTACHED for a partition the ledger holds, RESTORED for
+-- one brought back from an archive (`monthend restore`), and, for a period
+-- let go to an archive (which has no partition left), one ARCHIVED row per
+-- ledger table with the rows archived; archive names the archive's directory.
 CREATE OR REPLACE VIEW gl.ledger_partition AS
 WITH month AS (
     SELECT parent.relname AS ledger_table, c.oid, c.relname,
@@ -20,7 +22,9 @@ SELECT m.ledger_table, m.ym[1] || '-' || m.ym[2] AS period, NULL::bigint AS batc
        'gl.' || quote_ident(m.relname) AS partition_name,
        coalesce(b.rows, 0)::bigint AS rows,
        (pg_total_relation_size(m.oid) + coalesce(b.bytes, 0))::bigint AS bytes,
-       ap.status AS period_status, 'ATTACHED'::text AS location
+       ap.status AS period_status,
+       CASE WHEN ap.status = 'RESTORED' THEN 'RESTORED' ELSE 'ATTACHED' END AS location,
+       ap.status_detail ->> 'location' AS archive
 FROM month AS m
 LEFT JOIN gl.accounting_period AS ap ON ap.period = m.ym[1] || '-' || m.ym[2]
 LEFT JOIN LATERAL (
@@ -32,10 +36,20 @@ UNION ALL
 SELECT m.ledger_table, m.ym[1] || '-' || m.ym[2],
        (regexp_match(c.relname, '_b([0-9]+)$'))[1]::bigint,
        'gl.' || quote_ident(c.relname), greatest(c.reltuples, 0)::bigint,
-       pg_total_relation_size(c.oid), ap.status, 'ATTACHED'
+       pg_total_relation_size(c.oid), ap.status,
+       CASE WHEN ap.status = 'RESTORED' THEN 'RESTORED' ELSE 'ATTACHED' END,
+       ap.status_detail ->> 'location'
 FROM month AS m
 JOIN pg_inherits AS i ON i.inhparent = m.oid
 JOIN pg_class AS c ON c.oid = i.inhrelid
-LEFT JOIN gl.accounting_period AS ap ON ap.period = m.ym[1] || '-' || m.ym[2];
+LEFT JOIN gl.accounting_period AS ap ON ap.period = m.ym[1] || '-' || m.ym[2]
+UNION ALL
+SELECT t.ledger_table, ap.period, NULL::bigint, NULL::text,
+       (ap.status_detail ->> t.counted)::bigint, 0::bigint, ap.status, 'ARCHIVED',
+       ap.status_detail ->> 'location'
+FROM gl.accounting_period AS ap
+CROSS JOIN (VALUES ('journal_entry_header', 'headers'),
+                   ('journal_entry_line', 'lines')) AS t (ledger_table, counted)
+WHERE ap.status = 'ARCHIVED';
 
 GRANT SELECT ON gl.ledger_partition TO monthend_runner, monthend_auditor;
