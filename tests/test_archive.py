@@ -224,6 +224,14 @@ def test_a_changed_byte_fails_naming_the_file(target: db.Target, conn: psycopg.C
     assert code == 1 and checked["problems"][0]["problem"] == "KEPT_HEAD_MISMATCH"
 
 
+def backend_gone(conn: psycopg.Connection, query_like: str, what: str) -> None:
+    """Wait until no backend runs (or last ran) ``query_like``: a killed client's
+    backend finishes its statement, then finds the client gone and ends."""
+    wait_for(lambda: conn.execute(
+        "SELECT count(*) AS n FROM pg_stat_activity WHERE query LIKE %s "
+        "AND pid <> pg_backend_pid()", (query_like,)).fetchone()["n"] == 0, what)
+
+
 def _consistent(conn: psycopg.Connection, directory: Path, before: dict[str, Any],
                 batches: list[int]) -> str:
     """Either in the database and intact, or archived and verified; which."""
@@ -260,9 +268,7 @@ def test_a_kill_at_each_step_leaves_a_consistent_period(target: db.Target,
         proc = start_cli(target, "archive", "--period", PERIOD, "--to", str(directory))
         wait_for_lock_wait(conn, "CALL gl.archive_period%", proc)
         kill_process(proc)
-    wait_for(lambda: not conn.execute(
-        "SELECT FROM pg_stat_activity WHERE query LIKE 'CALL gl.archive_period%%' "
-        "AND pid <> pg_backend_pid()").fetchone(), "the killed let-go's backend to end")
+    backend_gone(conn, "CALL gl.archive_period%", "the killed let-go's backend to end")
     assert (directory / MANIFEST).exists()
     assert _consistent(conn, directory, before, batches) == "PERMANENTLY_CLOSED"
 
@@ -277,9 +283,7 @@ def test_a_kill_at_each_step_leaves_a_consistent_period(target: db.Target,
         proc = start_cli(target, "restore", "--from", str(directory))
         wait_for_lock_wait(conn, "CALL gl.restore_period%", proc)
         kill_process(proc)
-    wait_for(lambda: not conn.execute(
-        "SELECT FROM pg_stat_activity WHERE query LIKE 'CALL gl.restore_period%%' "
-        "AND pid <> pg_backend_pid()").fetchone(), "the killed restore's backend to end")
+    backend_gone(conn, "CALL gl.restore_period%", "the killed restore's backend to end")
     assert _consistent(conn, directory, before, batches) == "ARCHIVED"
 
     code, out, err = finish(start_cli(target, "restore", "--from", str(directory)))
@@ -290,6 +294,10 @@ def test_a_kill_at_each_step_leaves_a_consistent_period(target: db.Target,
 def test_archive_due_takes_what_retention_lets_go(target: db.Target, conn: psycopg.Connection,
                                                    tmp_path: Path) -> None:
     locked_period(target, conn, txns=100)
+    # Only the archive makes a period ARCHIVED.
+    with pytest.raises(psycopg.errors.ObjectNotInPrerequisiteState, match="only with its archive"):
+        conn.execute("UPDATE gl.accounting_period SET status = 'ARCHIVED' WHERE period = %s",
+                     (PERIOD,))
     # PERIOD ended more than 84 months ago only on a far later day: nothing is due.
     assert cli(target, "archive", "--due", "--to", str(tmp_path)) == {"retention_months": 84,
                                                                      "archived": []}

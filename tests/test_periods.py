@@ -158,15 +158,20 @@ def test_every_pair_of_status_and_procedure_is_allowed_or_refused() -> None:
 
 
 def test_the_transition_table(conn: psycopg.Connection) -> None:
-    """ARCHIVED and RESTORED are allowed statuses with no transition into them yet,
-    and nothing leaves PERMANENTLY_CLOSED."""
-    rows = conn.execute("SELECT from_status, to_status, event FROM gl.period_transition "
-                        "ORDER BY 1 NULLS FIRST, 2 NULLS LAST").fetchall()
+    """A PERMANENTLY_CLOSED period changes only by its archive (ARCHIVED, then
+    RESTORED and ARCHIVED again), which no `monthend period` verb makes."""
+    rows = conn.execute("SELECT from_status, to_status, event, command "
+                        "FROM gl.period_transition ORDER BY 1 NULLS FIRST, 2 NULLS LAST").fetchall()
+    assert all(r["command"] is None for r in rows if "ARCHIVED" in (r["from_status"],
+                                                                     r["to_status"]))
     assert [(r["from_status"], r["to_status"], r["event"]) for r in rows] == [
         (None, "FUTURE", "PERIOD_CREATED"), (None, "OPEN", "PERIOD_OPENED"),
+        ("ARCHIVED", "RESTORED", "PERIOD_RESTORED"),
         ("CLOSED", "OPEN", "PERIOD_REOPENED"), ("CLOSED", "PERMANENTLY_CLOSED", "PERIOD_LOCKED"),
         ("FUTURE", "OPEN", "PERIOD_OPENED"), ("FUTURE", None, "PERIOD_DELETED"),
-        ("OPEN", "CLOSED", "PERIOD_CLOSED"), ("OPEN", None, "PERIOD_DELETED")]
+        ("OPEN", "CLOSED", "PERIOD_CLOSED"), ("OPEN", None, "PERIOD_DELETED"),
+        ("PERMANENTLY_CLOSED", "ARCHIVED", "PERIOD_ARCHIVED"),
+        ("RESTORED", "ARCHIVED", "PERIOD_ARCHIVED")]
     check = conn.execute("SELECT pg_get_constraintdef(oid) AS d FROM pg_constraint "
                          "WHERE conname = 'accounting_period_status_check'").fetchone()["d"]
     for status in ("FUTURE", "OPEN", "CLOSED", "PERMANENTLY_CLOSED", "ARCHIVED", "RESTORED"):

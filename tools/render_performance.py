@@ -185,10 +185,47 @@ def render_ablation(documents: list[tuple[str, dict[str, Any]]]) -> str:
     return "\n".join(out).rstrip("\n")
 
 
+def render_archive(documents: list[tuple[str, dict[str, Any]]]) -> str:
+    """What an archive costs against a plain COPY and Parquet (tools/archive_formats.py)."""
+    out: list[str] = []
+    for name, document in documents:
+        r = document["result"]
+        out.append(_source("archive", name, document))
+        out.append("")
+        out.append(f"Period of {_fmt(r['source_rows'])} source rows: "
+                   + ", ".join(f"{_fmt(n)} {t} rows" for t, n in r["ledger_rows"].items())
+                   + f"; medians of {r['rounds']} rounds, the variants alternated.")
+        out.append("")
+        variants = r["variants"]
+
+        def median(values: list[float]) -> float:
+            ordered = sorted(values)
+            mid = len(ordered) // 2
+            return ordered[mid] if len(ordered) % 2 else (ordered[mid - 1] + ordered[mid]) / 2
+
+        copy_seconds = median([x["seconds"] for x in variants["copy"]])
+        rows = []
+        for variant, samples in variants.items():
+            seconds = median([x["seconds"] for x in samples])
+            rss = [x["max_rss_kb"] for x in samples if "max_rss_kb" in x]
+            verify = [x["verify_seconds"] for x in samples if "verify_seconds" in x]
+            ledger = sum(samples[0]["bytes"].get(f"{t}{suffix}", 0)
+                         for t in r["ledger_rows"] for suffix in ("", ".csv.gz"))
+            rows.append([variant, _fmt(seconds, 1), _fmt(seconds / copy_seconds, 2),
+                         _fmt(ledger / 1e6, 1), _fmt(samples[0]["total_bytes"] / 1e6, 1),
+                         _fmt(max(rss) / 1024, 0) if rss else "-",
+                         _fmt(median(verify), 1) if verify else "-"])
+        out += _table(["variant", "seconds", "to plain COPY", "ledger files, MB", "all files, MB",
+                       "peak RSS, MB", "verify --archive, s"], rows)
+        out.append("")
+    return "\n".join(out).rstrip("\n")
+
+
 SECTIONS = (
     ("measured", None),
     ("verification", render_verification),
     ("ablation", render_ablation),
+    ("archive", render_archive),
 )
 
 

@@ -67,6 +67,12 @@ BEGIN
         RAISE EXCEPTION 'reopening period % needs a reason', NEW.period
             USING ERRCODE = 'object_not_in_prerequisite_state',
                   HINT = format('`monthend period reopen %s --reason TEXT`.', NEW.period);
+    ELSIF v_to IN ('ARCHIVED', 'RESTORED') AND NOT NEW.status_detail ? 'manifest_sha256' THEN
+        RAISE EXCEPTION 'period % becomes % only with its archive', NEW.period, v_to
+            USING ERRCODE = 'object_not_in_prerequisite_state',
+                  HINT = format('`monthend archive --period %s --to DIR` (gl.archive_period) '
+                                'or `monthend restore --from DIR` (gl.restore_period).',
+                                NEW.period);
     ELSIF TG_OP = 'UPDATE' AND NEW.je_numbers_used <> OLD.je_numbers_used THEN
         RAISE EXCEPTION 'period % is %: its numbering cannot move', NEW.period, v_from
             USING ERRCODE = 'object_not_in_prerequisite_state';
