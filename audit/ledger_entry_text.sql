@@ -33,12 +33,10 @@ AS $$
                 WHERE h.batch_id = p_batch_id AND h.je_id BETWEEN p_lo_je_id AND p_hi_je_id
                 UNION ALL
                 SELECT l.je_id, l.line_no, l.je_date,
-                       CASE p_seal_version WHEN 1
-                           THEN audit.canonical_line_text(l.je_id, l.je_date, l.line_no,
-                                    l.account_code, l.debit, l.credit, l.functional_debit,
-                                    l.functional_credit, l.batch_id)
-                           ELSE audit.canonical_line_text_v2(l.line_no, l.account_code, l.debit,
-                                    l.credit, l.functional_debit, l.functional_credit) END
+                       audit.canonical_line_text_by_version(
+                           p_seal_version, l.je_id, l.je_date, l.line_no, l.account_code,
+                           l.debit, l.credit, l.functional_debit, l.functional_credit,
+                           l.batch_id)
                 FROM gl.journal_entry_line AS l
                 WHERE l.batch_id = p_batch_id AND l.je_id BETWEEN p_lo_je_id AND p_hi_je_id
                ) AS t

@@ -426,12 +426,9 @@ BEGIN
                CASE WHEN l.debit > 0 OR l.functional_debit > 0 THEN 'D'
                     WHEN l.credit > 0 OR l.functional_credit > 0 THEN 'C' END,
                l.debit, l.credit, l.functional_debit, l.functional_credit, NULL, NULL,
-               CASE v_version WHEN 1
-                   THEN audit.canonical_line_text(l.je_id, l.je_date, l.line_no,
-                            l.account_code, l.debit, l.credit, l.functional_debit,
-                            l.functional_credit, l.batch_id)
-                   ELSE audit.canonical_line_text_v2(l.line_no, l.account_code, l.debit,
-                            l.credit, l.functional_debit, l.functional_credit) END
+               audit.canonical_line_text_by_version(
+                   v_version, l.je_id, l.je_date, l.line_no, l.account_code, l.debit, l.credit,
+                   l.functional_debit, l.functional_credit, l.batch_id)
         FROM dmg AS d
         JOIN gl.journal_entry_line AS l
           ON l.batch_id = p_batch_id AND l.je_id BETWEEN d.lo_je_id AND d.hi_je_id
@@ -450,12 +447,9 @@ BEGIN
                b.source_type, b.source_id, b.je_seq, NULL, NULL, NULL, NULL, b.account_code,
                b.side, b.debit, b.credit, b.functional_debit, b.functional_credit,
                b.template_lines, b.txn_type,
-               CASE v_version WHEN 1
-                   THEN audit.canonical_line_text(b.je_id, b.txn_date, b.line_no,
-                            b.account_code, b.debit, b.credit, b.functional_debit,
-                            b.functional_credit, p_batch_id)
-                   ELSE audit.canonical_line_text_v2(b.line_no, b.account_code, b.debit,
-                            b.credit, b.functional_debit, b.functional_credit) END
+               audit.canonical_line_text_by_version(
+                   v_version, b.je_id, b.txn_date, b.line_no, b.account_code, b.debit, b.credit,
+                   b.functional_debit, b.functional_credit, p_batch_id)
         FROM base AS b
     ), rebuilt AS (
         SELECT d.range_no, d.sealed_digest,

@@ -6,8 +6,8 @@
 --
 -- p_sealed is what the verified archive holds, checked here against what the
 -- database sealed before anything is dropped: {"seal_digest": hex,
--- "batches": {"<batch_id>": "<batch root hex>", ...}, "claims": n,
--- "source_reversals": n}. Every committed batch of the period must be there
+-- "batches": {"<batch_id>": "<batch root hex>", ...}, "headers": n,
+-- "lines": n, "claims": n, "source_reversals": n}. Every committed batch of the period must be there
 -- with the root it was sealed with, and nothing else.
 --
 -- Refused (nothing changes) unless the period is PERMANENTLY_CLOSED, or
@@ -113,6 +113,17 @@ BEGIN
                        'source_claim_' || replace(p_period, '-', '_')) INTO v_claims;
     END IF;
     SELECT count(*) INTO v_reversed FROM batch.source_reversal AS s WHERE s.period = p_period;
+    SELECT coalesce(sum(r.je_count), 0), coalesce(sum(r.line_count), 0)
+      INTO v_headers, v_lines
+      FROM batch.run AS r WHERE r.period = p_period AND r.status = 'COMMITTED';
+    IF (p_sealed ->> 'headers')::bigint IS DISTINCT FROM v_headers
+       OR (p_sealed ->> 'lines')::bigint IS DISTINCT FROM v_lines THEN
+        RAISE EXCEPTION 'the archive holds % headers and % lines of period %, its committed '
+                        'batches posted % and %', p_sealed ->> 'headers', p_sealed ->> 'lines',
+                        p_period, v_headers, v_lines
+            USING ERRCODE = 'data_exception',
+                  HINT = 'Nothing was dropped. `monthend verify` names what differs.';
+    END IF;
     IF (p_sealed ->> 'claims')::bigint IS DISTINCT FROM v_claims
        OR (p_sealed ->> 'source_reversals')::bigint IS DISTINCT FROM v_reversed THEN
         RAISE EXCEPTION 'the archive holds % claims and % reversed postings of period %, the '
@@ -122,9 +133,6 @@ BEGIN
                   HINT = 'Nothing was dropped. Write the archive again with `monthend archive`.';
     END IF;
 
-    SELECT coalesce(sum(r.je_count), 0), coalesce(sum(r.line_count), 0)
-      INTO v_headers, v_lines
-      FROM batch.run AS r WHERE r.period = p_period AND r.status = 'COMMITTED';
 
     -- ARCHIVED (and PERIOD_ARCHIVED in the chain) first: the period's claims
     -- and reversed postings then go whole (batch.source_claim_follows_reversal).

@@ -101,11 +101,9 @@ BEGIN
                    l.functional_debit, l.functional_credit, $7
             FROM line AS l
             RETURNING je_id, line_no, debit, credit, functional_debit, functional_credit,
-                      CASE $11 WHEN 1
-                          THEN audit.canonical_line_text(je_id, je_date, line_no, account_code,
-                                   debit, credit, functional_debit, functional_credit, batch_id)
-                          ELSE audit.canonical_line_text_v2(line_no, account_code, debit, credit,
-                                   functional_debit, functional_credit) END AS canonical
+                      audit.canonical_line_text_by_version(
+                          $11, je_id, je_date, line_no, account_code, debit, credit,
+                          functional_debit, functional_credit, batch_id) AS canonical
         ), totals AS (
             INSERT INTO batch.range_total (range_id, currency, source_rows, source_amount,
                                            debit, credit, functional_debit, functional_credit)

@@ -53,8 +53,8 @@ def without_seal(source: str) -> str:
     """No canonical text, no entry texts, no leaf hashes, no tree. The sort
     into entry order stays: the per-entry balance check shares it."""
     twin, headers = re.subn(r",\s*audit\.canonical_header_text\([^)]*\) AS canonical", "", source)
-    twin, lines = re.subn(r",\s*CASE \$\d+ WHEN 1\s+THEN audit\.canonical_line_text\(.*?"
-                          r"END AS canonical", "", twin, flags=re.S)
+    twin, lines = re.subn(r",\s*audit\.canonical_line_text_by_version\(.*?\) AS canonical", "",
+                          twin, flags=re.S)
     twin, columns = re.subn(r"\b[hd]\.canonical,", "NULL::text,", twin)
     twin, texts = re.subn(r"string_agg\(x\.canonical, E'\\n'\) OVER entry AS entry_text,", "",
                           twin)

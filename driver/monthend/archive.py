@@ -29,6 +29,8 @@ import gzip
 import hashlib
 import json
 import os
+import queue
+import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -45,6 +47,7 @@ from monthend.archive_files import (
     FORMAT,
     FORMAT_VERSION,
     MANIFEST,
+    ArchiveFile,
     read_manifest,
 )
 from monthend.errors import ConfigurationError, RunFailed
@@ -103,22 +106,61 @@ def _columns(conn: psycopg.Connection, query: str) -> list[dict[str, str]]:
             for c in cur.description]
 
 
-def _write_file(conn: psycopg.Connection, query: str, path: Path,
+def _blocks(conn: psycopg.Connection, statements: list[str], out: queue.Queue[Any],
+            counted: list[int]) -> None:
+    """Producer: the statements' COPY output in blocks of about _CHUNK bytes,
+    then None (or the exception that stopped it). Runs beside the compressor,
+    so the server's reading and the driver's gzip overlap."""
+    try:
+        cur = conn.cursor()
+        block = bytearray()
+        for statement in statements:
+            with cur.copy(statement) as copy:
+                for chunk in copy:
+                    block += chunk
+                    if len(block) >= _CHUNK:
+                        out.put(bytes(block))
+                        block.clear()
+            counted.append(max(cur.rowcount, 0))
+        out.put(bytes(block))
+        out.put(None)
+    except BaseException as exc:
+        out.put(exc)
+
+
+def _write_file(conn: psycopg.Connection, statements: list[str], path: Path,
                 level: int) -> dict[str, Any]:
-    """One file: the query's rows as gzip'd CSV, streamed to disk."""
+    """One file: the statements' COPY output as gzip'd CSV, streamed to disk
+    (a few blocks in flight, never the file)."""
     tmp = path.with_name(path.name + ".partial")
+    blocks: queue.Queue[Any] = queue.Queue(maxsize=8)
+    counted: list[int] = []
+    producer = threading.Thread(target=_blocks, args=(conn, statements, blocks, counted),
+                                daemon=True)
     with tmp.open("wb") as raw:
         hashing = _HashingWriter(raw)
         with gzip.GzipFile(filename="", mode="wb", fileobj=hashing,  # type: ignore[arg-type]
                            compresslevel=level, mtime=0) as gz:
-            cur = conn.cursor()
-            with cur.copy(sql.SQL("COPY ({}) TO STDOUT WITH (FORMAT csv, HEADER true)")
-                          .format(sql.SQL(query))) as copy:
-                for chunk in copy:
-                    gz.write(chunk)
-            rows = cur.rowcount
+            producer.start()
+            while (block := blocks.get()) is not None:
+                if isinstance(block, BaseException):
+                    producer.join()
+                    raise block
+                gz.write(block)
+            producer.join()
     _durable_rename(tmp, path)
-    return {"rows": rows, "bytes": hashing.bytes, "sha256": hashing.sha256.hexdigest()}
+    return {"rows": sum(counted), "bytes": hashing.bytes, "sha256": hashing.sha256.hexdigest()}
+
+
+def _statements(literal: psycopg.ClientCursor[Any], spec: ArchiveFile, params: dict[str, Any],
+                ranges: list[dict[str, Any]]) -> list[str]:
+    """The COPY statements whose output, one after the other, is the file."""
+    copy = "COPY ({}) TO STDOUT WITH (FORMAT csv{})"
+    if spec.by_range is None:
+        return [copy.format(literal.mogrify(spec.select, params), ", HEADER true")]
+    header = copy.format(literal.mogrify(spec.select, params) + " LIMIT 0", ", HEADER true")
+    return [header] + [copy.format(literal.mogrify(spec.by_range, {**params, **r}), "")
+                       for r in ranges]
 
 
 def _state(conn: psycopg.Connection, period: str) -> dict[str, Any]:
@@ -145,14 +187,15 @@ def write_archive(target: db.Target, period: str, directory: Path,
         batches = db.call(conn, "archive_batches", period=period)
         params = {"period": period, "start": state["start_date"], "end": state["end_date"],
                   "head_seq": events["head"]["seq"]}
+        ranges = db.call(conn, "archive_ranges", period=period)
         literal = psycopg.ClientCursor(conn)
         files = []
         for spec in FILES:
-            query = literal.mogrify(spec.select, params)
             started = time.monotonic()
-            written = _write_file(conn, query, directory / spec.name, level)
+            written = _write_file(conn, _statements(literal, spec, params, ranges),
+                                  directory / spec.name, level)
             files.append({"name": spec.name, "table": spec.table, **written,
-                          "columns": _columns(conn, query)})
+                          "columns": _columns(conn, literal.mogrify(spec.select, params))})
             note(f"wrote {spec.name}: {written['rows']} rows, {written['bytes']} bytes in "
                  f"{time.monotonic() - started:.1f} s")
         schema = migrate.applied_schema_version(conn)
@@ -181,8 +224,11 @@ def write_archive(target: db.Target, period: str, directory: Path,
 
 def _sealed(manifest: dict[str, Any]) -> dict[str, Any]:
     """What the archive holds, as gl.archive_period checks it against the database."""
+    rows = {f["name"]: f["rows"] for f in manifest["files"]}
     return {"seal_digest": manifest["period_seal"]["digest"],
             "batches": {str(b["batch_id"]): b["batch_root"] for b in manifest["batches"]},
+            "headers": rows[FILE_BY_STEM["journal_entry_header"].name],
+            "lines": rows[FILE_BY_STEM["journal_entry_line"].name],
             "claims": manifest["claims"], "source_reversals": manifest["source_reversals"]}
 
 

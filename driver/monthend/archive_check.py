@@ -46,24 +46,43 @@ def _join(*fields: str | None) -> str:
     return "|".join(f for f in fields if f is not None)
 
 
-def header_text(h: dict[str, str | None]) -> str:
-    """audit.canonical_header_text of an archived header."""
-    return _join("H", h["je_id"], h["je_number"], h["je_date"], h["period"], h["batch_id"],
-                 h["source_type"], h["source_id"], h["je_seq"], h["currency"], h["fx_rate"],
-                 h["description"] or "", h["source_amount"],
-                 None if h.get("reverses_je_id") is None else "R" + str(h["reverses_je_id"]),
-                 None if h.get("source_date") is None else "S" + str(h["source_date"]))
+HEADER_FIELDS = ("je_id", "je_number", "je_date", "period", "batch_id", "source_type",
+                 "source_id", "je_seq", "currency", "fx_rate", "description", "source_amount")
+LINE_V1_FIELDS = ("je_id", "je_date", "line_no", "account_code", "debit", "credit",
+                  "functional_debit", "functional_credit", "batch_id")
+LINE_V2_FIELDS = ("line_no", "account_code", "debit", "credit", "functional_debit",
+                  "functional_credit")
 
 
-def line_text(line: dict[str, str | None], seal_version: int) -> str:
-    """A line's canonical text under its batch's seal version
-    (audit.canonical_line_text, audit.canonical_line_text_v2)."""
-    if seal_version == 1:
-        return _join("L", line["je_id"], line["je_date"], line["line_no"], line["account_code"],
-                     line["debit"], line["credit"], line["functional_debit"],
-                     line["functional_credit"], line["batch_id"])
-    return _join("L", line["line_no"], line["account_code"], line["debit"], line["credit"],
-                 line["functional_debit"], line["functional_credit"])
+class _Layout:
+    """Where each field is in a ledger file's records (its header line)."""
+
+    def __init__(self, columns: list[str]) -> None:
+        at = {c: i for i, c in enumerate(columns)}
+        self.at = at
+        self.header = [at[c] for c in HEADER_FIELDS if c in at]
+        self.v1 = [at[c] for c in LINE_V1_FIELDS if c in at]
+        self.v2 = [at[c] for c in LINE_V2_FIELDS if c in at]
+        self.reverses = at.get("reverses_je_id")
+        self.source_date = at.get("source_date")
+
+
+def header_text(h: list[str], layout: _Layout) -> str:
+    """audit.canonical_header_text of an archived header record: its fields
+    (none of them NULL), then R<je_id reversed> and S<source date> when set."""
+    fields = ["H", *(h[i] for i in layout.header)]
+    if layout.reverses is not None and h[layout.reverses]:
+        fields.append("R" + h[layout.reverses])
+    if layout.source_date is not None and h[layout.source_date]:
+        fields.append("S" + h[layout.source_date])
+    return "|".join(fields)
+
+
+def line_text(line: list[str], layout: _Layout, seal_version: int) -> str:
+    """A line record's canonical text under its batch's seal version
+    (audit.canonical_line_text, audit.canonical_line_text_v2); no field of a
+    line is NULL."""
+    return "|".join(["L", *(line[i] for i in (layout.v1 if seal_version == 1 else layout.v2))])
 
 
 def balance_text(b: dict[str, str | None]) -> str:
@@ -127,62 +146,72 @@ class Check:
                               "je_number": je_number, "detail": detail})
 
 
-def _entries(headers: Iterator[dict[str, str | None]], lines: Iterator[dict[str, str | None]],
-             check: Check) -> Iterator[tuple[dict[str, str | None], list[dict[str, str | None]]]]:
-    """Each header with its lines, both files being sorted by (batch_id, je_id).
-    A line with no header is a problem of the line file."""
-    line = next(lines, None)
-    for h in headers:
-        key = (int(h["batch_id"] or 0), int(h["je_id"] or 0))
+def _entries(headers: FileRead, lines: FileRead, check: Check,
+             ) -> Iterator[tuple[list[str], list[list[str]], _Layout, _Layout]]:
+    """Each header record with its line records, both files being sorted by
+    (batch_id, je_id). A line with no header is a problem of the line file."""
+    line_records = lines.records()
+    line = next(line_records, None)
+    lay_l = _Layout(lines.columns)
+    lay_h: _Layout | None = None
+    lb, lj, ln = lay_l.at.get("batch_id", 0), lay_l.at.get("je_id", 0), lay_l.at.get("line_no", 0)
+    for h in headers.records():
+        if lay_h is None:
+            lay_h = _Layout(headers.columns)
+        key = (int(h[lay_h.at["batch_id"]] or 0), int(h[lay_h.at["je_id"]] or 0))
         own = []
         while line is not None:
-            lkey = (int(line["batch_id"] or 0), int(line["je_id"] or 0))
+            lkey = (int(line[lb] or 0), int(line[lj] or 0))
             if lkey > key:
                 break
             if lkey == key:
                 own.append(line)
             else:
                 check.problem("journal_entry_line.csv.gz", "LINE_WITHOUT_HEADER",
-                              f"line {line['line_no']} of je_id {line['je_id']} has no header "
-                              "(or the file is not in batch_id, je_id order)",
-                              batch_id=line["batch_id"])
-            line = next(lines, None)
-        yield h, own
+                              f"line {line[ln]} of je_id {line[lj]} has no header (or the file "
+                              "is not in batch_id, je_id order)", batch_id=line[lb] or None)
+            line = next(line_records, None)
+        yield h, own, lay_h, lay_l
     while line is not None:
         check.problem("journal_entry_line.csv.gz", "LINE_WITHOUT_HEADER",
-                      f"line {line['line_no']} of je_id {line['je_id']} has no header",
-                      batch_id=line["batch_id"])
-        line = next(lines, None)
+                      f"line {line[ln]} of je_id {line[lj]} has no header",
+                      batch_id=line[lb] or None)
+        line = next(line_records, None)
 
 
-def _check_entry(h: dict[str, str | None], own: list[dict[str, str | None]],
+def _check_entry(h: list[str], own: list[list[str]], lay_h: _Layout, lay_l: _Layout,
                  check: Check) -> None:
     """One entry on its own: lines dated with the header, numbered in order,
     debits equal to credits in transaction and in functional currency."""
-    je = h["je_number"]
-    if [int(x["line_no"] or 0) for x in own] != sorted(int(x["line_no"] or 0) for x in own):
-        check.problem("journal_entry_line.csv.gz", "LINE_ORDER",
-                      f"{je}: lines are not in line_no order", h["batch_id"], je_number=je)
-    if any(x["je_date"] != h["je_date"] for x in own):
-        check.problem("journal_entry_line.csv.gz", "LINE_DATE_MISMATCH",
-                      f"{je}: a line is dated otherwise than its header ({h['je_date']})",
-                      h["batch_id"], je_number=je)
-    try:
-        debit = sum(Decimal(x["debit"] or "0") for x in own)
-        credit = sum(Decimal(x["credit"] or "0") for x in own)
-        fdebit = sum(Decimal(x["functional_debit"] or "0") for x in own)
-        fcredit = sum(Decimal(x["functional_credit"] or "0") for x in own)
-    except ArithmeticError:
-        check.problem("journal_entry_line.csv.gz", "AMOUNT_MALFORMED",
-                      f"{je}: an amount is not a number", h["batch_id"], je_number=je)
-        return
+    at, la = lay_h.at, lay_l.at
+    je, batch, date = h[at["je_number"]], h[at["batch_id"]], h[at["je_date"]]
     if not own:
         check.problem("journal_entry_header.csv.gz", "ENTRY_WITHOUT_LINES", f"{je} has no lines",
-                      h["batch_id"], je_number=je)
-    elif debit != credit or fdebit != fcredit:
+                      batch, je_number=je)
+        return
+    numbers = [int(x[la["line_no"]] or 0) for x in own]
+    if numbers != sorted(numbers):
+        check.problem("journal_entry_line.csv.gz", "LINE_ORDER",
+                      f"{je}: lines are not in line_no order", batch, je_number=je)
+    if any(x[la["je_date"]] != date for x in own):
+        check.problem("journal_entry_line.csv.gz", "LINE_DATE_MISMATCH",
+                      f"{je}: a line is dated otherwise than its header ({date})", batch,
+                      je_number=je)
+    d, c, fd, fc = la["debit"], la["credit"], la["functional_debit"], la["functional_credit"]
+    zero = Decimal(0)
+    balance = functional = zero
+    try:
+        for x in own:
+            balance += Decimal(x[d]) - Decimal(x[c])
+            functional += Decimal(x[fd]) - Decimal(x[fc])
+    except ArithmeticError:
+        check.problem("journal_entry_line.csv.gz", "AMOUNT_MALFORMED",
+                      f"{je}: an amount is not a number", batch, je_number=je)
+        return
+    if balance != zero or functional != zero:
         check.problem("journal_entry_line.csv.gz", "ENTRY_UNBALANCED",
-                      f"{je}: debits {debit} and credits {credit} (functional {fdebit} and "
-                      f"{fcredit})", h["batch_id"], je_number=je)
+                      f"{je}: debits less credits {balance} (functional {functional})", batch,
+                      je_number=je)
 
 
 def _ledger(directory: Path, runs: dict[int, dict[str, Any]],
@@ -201,9 +230,11 @@ def _ledger(directory: Path, runs: dict[int, dict[str, Any]],
     key: tuple[int, int] | None = None
     computing: _RangeRoot | None = None
 
-    for h, own in _entries(iter(header_file), iter(line_file), check):
-        batch, je_id, je = int(h["batch_id"] or 0), int(h["je_id"] or 0), h["je_number"]
-        _check_entry(h, own, check)
+    for h, own, lay_h, lay_l in _entries(header_file, line_file, check):
+        at = lay_h.at
+        batch, je_id, je = int(h[at["batch_id"]] or 0), int(h[at["je_id"]] or 0), \
+            h[at["je_number"]]
+        _check_entry(h, own, lay_h, lay_l, check)
         if batch not in runs:
             check.problem(header_file.path.name, "ENTRY_OF_NO_BATCH",
                           f"{je} is of batch {batch}, which run.csv.gz has not as committed",
@@ -227,8 +258,9 @@ def _ledger(directory: Path, runs: dict[int, dict[str, Any]],
             computing = _RangeRoot(int(runs[batch]["seal_version"]))
         assert computing is not None
         seen[key] += 1
-        computing.add("\n".join([header_text(h)] + [line_text(x, computing.version)
-                                                     for x in own]))
+        version = computing.version
+        computing.add("\n".join([header_text(h, lay_h),
+                                  *(line_text(x, lay_l, version) for x in own)]))
     if key is not None and computing is not None:
         done[key] = computing.root()
 
@@ -308,6 +340,10 @@ def verify_archive(directory: Path, kept: KeptHead | None = None) -> dict[str, A
         roots = _ledger(directory, runs, ranges, check, reads)
     except UnreadableFile as exc:
         check.problem(exc.name, "FILE_UNREADABLE", str(exc))
+        return _result(directory, manifest, manifest_sha256, check, reads, kept, None)
+    except (KeyError, ValueError, IndexError) as exc:
+        check.problem("journal_entry_header.csv.gz", "FILE_MALFORMED",
+                      f"the ledger's files are not the ledger's columns and values ({exc!r})")
         return _result(directory, manifest, manifest_sha256, check, reads, kept, None)
     finally:
         for stem in ("journal_entry_header", "journal_entry_line"):

@@ -45,6 +45,12 @@ class ArchiveFile:
     table: str
     select: str
     restored: bool = False
+    # The ledger's files are written range by range (``%(batch_id)s``,
+    # ``%(lo)s``, ``%(hi)s``: one range's je_id block), in batch and range
+    # order: each range's rows are sorted alone, found by the index on je_id,
+    # instead of the whole month being sorted at once. ``select`` (the whole
+    # period in the same order) gives the columns and the reference measure.
+    by_range: str | None = None
 
     @property
     def name(self) -> str:
@@ -58,11 +64,17 @@ FILES: tuple[ArchiveFile, ...] = (
     ArchiveFile("journal_entry_header", "gl.journal_entry_header",
                 "SELECT * FROM gl.journal_entry_header "
                 "WHERE je_date BETWEEN %(start)s AND %(end)s ORDER BY batch_id, je_id",
-                restored=True),
+                restored=True,
+                by_range="SELECT * FROM gl.journal_entry_header "
+                         "WHERE je_date BETWEEN %(start)s AND %(end)s AND batch_id = %(batch_id)s "
+                         "AND je_id BETWEEN %(lo)s AND %(hi)s ORDER BY je_id"),
     ArchiveFile("journal_entry_line", "gl.journal_entry_line",
                 "SELECT * FROM gl.journal_entry_line "
                 "WHERE je_date BETWEEN %(start)s AND %(end)s ORDER BY batch_id, je_id, line_no",
-                restored=True),
+                restored=True,
+                by_range="SELECT * FROM gl.journal_entry_line "
+                         "WHERE je_date BETWEEN %(start)s AND %(end)s AND batch_id = %(batch_id)s "
+                         "AND je_id BETWEEN %(lo)s AND %(hi)s ORDER BY je_id, line_no"),
     ArchiveFile("source_claim", "batch.source_claim",
                 "SELECT * FROM batch.source_claim WHERE period = %(period)s "
                 "ORDER BY source_type, source_id, generation", restored=True),
@@ -155,6 +167,12 @@ class FileRead:
         self._hashing: _HashingReader | None = None
 
     def __iter__(self) -> Iterator[dict[str, str | None]]:
+        for record in self.records():
+            yield {c: (v if v != "" else None) for c, v in zip(self.columns, record, strict=True)}
+
+    def records(self) -> Iterator[list[str]]:
+        """The rows as lists of the CSV's fields ('' for NULL), in column order;
+        ``columns`` is set before the first."""
         try:
             raw = self.path.open("rb")
         except OSError as exc:
@@ -172,8 +190,7 @@ class FileRead:
                             raise csv.Error(f"record {self.rows + 1} has {len(record)} "
                                             f"fields, the header {width}")
                         self.rows += 1
-                        yield {c: (v if v != "" else None)
-                               for c, v in zip(self.columns, record, strict=True)}
+                        yield record
                 self._hashing.drain()
                 self.complete = True
             except (OSError, EOFError, zlib.error, UnicodeDecodeError, csv.Error) as exc:

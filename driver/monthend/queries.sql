@@ -508,6 +508,16 @@ LEFT JOIN LATERAL (SELECT x.seq, x.hash FROM audit.log AS x
 WHERE r.period = %(period)s AND r.status = 'COMMITTED'
 ORDER BY r.batch_id;
 
+-- name: archive_ranges
+-- The je_id blocks of the period's committed batches' ranges, in batch and
+-- range order: the ledger's files are written range by range.
+SELECT g.batch_id, r.je_id_base + g.je_offset AS lo,
+       r.je_id_base + g.je_offset + g.je_count - 1 AS hi
+FROM batch.range AS g
+JOIN batch.run AS r ON r.batch_id = g.batch_id
+WHERE r.period = %(period)s AND r.status = 'COMMITTED' AND g.je_count > 0
+ORDER BY g.batch_id, g.range_no;
+
 -- name: archive_period_events
 -- The chain rows of the period's latest close and lock, and the chain's head.
 SELECT (SELECT jsonb_build_object('seq', l.seq, 'hash', encode(l.hash, 'hex'))
