@@ -21,6 +21,9 @@ from ledger_fingerprint import ledger_fingerprint
 from monthend import db
 from monthend.archive_files import FILES, MANIFEST
 
+# Every test posts batches through the CLI, and one kills processes: the full tier.
+pytestmark = pytest.mark.full
+
 PERIOD = "2025-01"
 SUFFIX = PERIOD.replace("-", "_")
 PARTITIONS = [f"gl.journal_entry_header_{SUFFIX}", f"gl.journal_entry_line_{SUFFIX}",

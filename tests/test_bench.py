@@ -21,6 +21,7 @@ BENCH_FIELDS = {
     "source_txns_per_second", "journal_entries_per_second", "journal_lines_per_second",
     "phase_seconds", "commit_seconds", "scaling", "scaling_detail", "raw_write_seconds",
     "ratio", "raw_write", "checkpoint_before_passes", "driver_peak_rss_mb", "targets",
+    "wal_bytes", "wal_records", "wal_full_page_images", "wal_bytes_per_million_source_rows",
 }
 SETTINGS = {"server_version", "fsync", "synchronous_commit", "wal_level", "full_page_writes",
             "shared_buffers", "work_mem", "maintenance_work_mem", "max_wal_size", "jit",
@@ -75,6 +76,10 @@ def test_bench_reports_every_field(target, conn):
     assert set(result["phase_seconds"]) >= PHASES
     assert result["commit_seconds"] == result["phase_seconds"]["commit"]
     assert 0 < result["driver_peak_rss_mb"] < 1024
+    # The run writes its ledger, so WAL; per million rows is that, scaled.
+    assert result["wal_bytes"] > 0 and result["wal_records"] > 0
+    assert result["wal_bytes_per_million_source_rows"] == round(
+        result["wal_bytes"] / result["source_rows"] * 1e6)
 
     # Scaling: the 1-worker batch was cancelled, the W-worker batch committed.
     detail = result["scaling_detail"]

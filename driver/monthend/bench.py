@@ -247,6 +247,8 @@ def _measured_run(target: db.Target, period: str, options: BenchOptions, log: Lo
     # The workers the run will open: those asked, bounded by what the server
     # serves (runner.worker_budget).
     result["workers_opened"] = runner.worker_budget(target, options.workers).granted
+    with db.connect(target, application_name="monthend bench") as conn:
+        wal_before = db.call_one(conn, "bench_wal")
     started = time.monotonic()
     batch_id = runner.start(target, period, run_options)
     result["batch_id"] = batch_id
@@ -280,6 +282,7 @@ def _measured_run(target: db.Target, period: str, options: BenchOptions, log: Lo
     )
     with db.connect(target, application_name="monthend bench") as conn:
         ranges = db.call_one(conn, "bench_range_seconds", batch_id=batch_id) or {}
+        _wal(conn, wal_before, summary["source_rows"], result)
     seal = summary.get("seal_seconds")
     if seal is None:
         seal = ranges.get("seal_seconds")
@@ -292,6 +295,25 @@ def _measured_run(target: db.Target, period: str, options: BenchOptions, log: Lo
     one, many = detail.get("processing_seconds_1_worker"), phases.get("processing")
     if one and many:
         result["scaling"] = round(float(one) / float(many), 3)
+
+
+def _wal(conn: psycopg.Connection, before: dict[str, Any] | None, source_rows: Any,
+         result: dict[str, Any]) -> None:
+    """The WAL the measured run wrote (the server's, from start to
+    post-processed: the bench's cluster is its own), per million source rows:
+    one node's WAL write rate is the next ceiling past the cores."""
+    if before is None:
+        return
+    written = db.call_one(conn, "bench_wal_since", lsn=before["lsn"])
+    after = db.call_one(conn, "bench_wal")
+    wal_bytes = int(written["bytes"]) if written else None
+    result["wal_bytes"] = wal_bytes
+    if after is not None:
+        result["wal_records"] = int(after["wal_records"] - before["wal_records"])
+        result["wal_full_page_images"] = int(after["wal_fpi"] - before["wal_fpi"])
+    rows = float(source_rows or 0)
+    result["wal_bytes_per_million_source_rows"] = (
+        round(wal_bytes / rows * 1e6) if wal_bytes is not None and rows else None)
 
 
 def _raw_write(target: db.Target, batch_id: int, parallel: bool, log: Log,
@@ -403,6 +425,8 @@ def run(target: db.Target, options: BenchOptions, log: Log,
         "end_to_end_seconds": None, "source_txns_per_second": None,
         "journal_entries_per_second": None, "journal_lines_per_second": None,
         "phase_seconds": None, "commit_seconds": None,
+        "wal_bytes": None, "wal_records": None, "wal_full_page_images": None,
+        "wal_bytes_per_million_source_rows": None,
         "scaling": None,
         "scaling_detail": {"measured": scaling, "compares": SCALING_COMPARES,
                            "workers": options.workers, "baseline_batch_id": None,
@@ -527,6 +551,10 @@ def render(result: dict[str, Any]) -> Any:
             row(f"  {phase} seconds", float(seconds))
     if "commit" not in phases:
         row("  commit seconds", result["commit_seconds"], "commit_seconds")
+    if result.get("wal_bytes") is not None:
+        row("WAL written, MB", result["wal_bytes"] / 1e6, digits=1)
+        row("WAL per million source rows, MB",
+            (result["wal_bytes_per_million_source_rows"] or 0) / 1e6, digits=1)
     if "seal_seconds" in result:
         row("seal seconds (summed over ranges)", result["seal_seconds"])
         share = result.get("seal_share")

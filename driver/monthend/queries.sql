@@ -379,6 +379,16 @@ VACUUM {claims};
 -- Start each timed pass with no dirty buffers left by the previous step.
 CHECKPOINT;
 
+-- name: bench_wal
+-- The server's WAL position and its WAL counters (pg_stat_wal, as the
+-- backends have reported them): taken before and after the measured run.
+SELECT pg_current_wal_lsn()::text AS lsn, w.wal_records, w.wal_fpi, w.wal_bytes
+FROM pg_stat_wal AS w;
+
+-- name: bench_wal_since
+-- The WAL written since a position, in bytes.
+SELECT pg_wal_lsn_diff(pg_current_wal_lsn(), %(lsn)s::pg_lsn)::bigint AS bytes;
+
 -- name: bench_range_seconds
 -- Worker seconds spent in a batch's done ranges, and the seal's part of them
 -- where the run records it (a seal_seconds column of batch.range or batch.run,
