@@ -57,6 +57,17 @@ BEGIN
     END IF;
     v_period := left(p_je_number, 7);
     v_number := right(p_je_number, 10)::bigint;
+    IF EXISTS (SELECT FROM gl.accounting_period AS ap
+               WHERE ap.period = v_period AND ap.status = 'ARCHIVED') THEN
+        RAISE EXCEPTION 'period % is archived: its entries are not in the database', v_period
+            USING ERRCODE = 'object_not_in_prerequisite_state',
+                  HINT = format('Restore it to prove one (`monthend restore --from %s`), or '
+                                'verify its archive (`monthend verify --archive %s`).',
+                                (SELECT ap.status_detail ->> 'location'
+                                   FROM gl.accounting_period AS ap WHERE ap.period = v_period),
+                                (SELECT ap.status_detail ->> 'location'
+                                   FROM gl.accounting_period AS ap WHERE ap.period = v_period));
+    END IF;
 
     SELECT * INTO v_run
       FROM batch.run AS r

@@ -7,7 +7,8 @@
 -- p_sealed is what the verified archive holds, checked here against what the
 -- database sealed before anything is dropped: {"seal_digest": hex,
 -- "batches": {"<batch_id>": "<batch root hex>", ...}, "headers": n,
--- "lines": n, "claims": n, "source_reversals": n}. Every committed batch of the period must be there
+-- "lines": n, "claims": n, "source_reversals": n, "claims_fingerprint":
+-- gl.archive_rows_fingerprint when the files were written}. Every committed batch of the period must be there
 -- with the root it was sealed with, and nothing else.
 --
 -- Refused (nothing changes) unless the period is PERMANENTLY_CLOSED, or
@@ -58,14 +59,22 @@ BEGIN
                                 '%s --to %s`.', p_period, v_detail ->> 'location');
     END IF;
 
-    SELECT string_agg(format('batch %s (%s)', r.batch_id, r.status), ', ' ORDER BY r.batch_id)
+    -- Unfinished batches that read or write the period's rows: its own, a
+    -- reversal of one of its batches, a run posting its late rows. (A
+    -- superseded draft holds nothing of the ledger.)
+    SELECT string_agg(format('batch %s (%s %s of %s)', r.batch_id, r.kind, r.status, r.period),
+                      ', ' ORDER BY r.batch_id)
       INTO v_problem
       FROM batch.run AS r
-     WHERE r.period = p_period AND r.status NOT IN ('COMMITTED', 'CANCELLED');
+     WHERE r.status NOT IN ('COMMITTED', 'CANCELLED', 'SUPERSEDED')
+       AND (r.period = p_period OR p_period = ANY (r.late_periods)
+            OR r.reverses_batch_id IN (SELECT x.batch_id FROM batch.run AS x
+                                       WHERE x.period = p_period));
     IF v_problem IS NOT NULL THEN
-        RAISE EXCEPTION 'period % has unfinished batches: %', p_period, v_problem
+        RAISE EXCEPTION 'period % is in use by unfinished batches: %', p_period, v_problem
             USING ERRCODE = 'object_not_in_prerequisite_state',
-                  HINT = 'Finish or cancel them first (`monthend status`).';
+                  HINT = 'Let them finish, or cancel them (`monthend cancel BATCH`; a draft: '
+                         '`monthend discard DRAFT`), then archive.';
     END IF;
 
     SELECT string_agg(format('batch %s reverses batch %s of %s (%s)', r.batch_id, o.batch_id,
@@ -113,16 +122,31 @@ BEGIN
                        'source_claim_' || replace(p_period, '-', '_')) INTO v_claims;
     END IF;
     SELECT count(*) INTO v_reversed FROM batch.source_reversal AS s WHERE s.period = p_period;
-    SELECT coalesce(sum(r.je_count), 0), coalesce(sum(r.line_count), 0)
-      INTO v_headers, v_lines
-      FROM batch.run AS r WHERE r.period = p_period AND r.status = 'COMMITTED';
+    -- What the partitions hold, counted: a row outside every range of its
+    -- batch is not in the archive and must not be dropped unseen.
+    IF to_regclass('gl.journal_entry_header_' || replace(p_period, '-', '_')) IS NOT NULL THEN
+        EXECUTE format('SELECT (SELECT count(*) FROM gl.%I), (SELECT count(*) FROM gl.%I)',
+                       'journal_entry_header_' || replace(p_period, '-', '_'),
+                       'journal_entry_line_' || replace(p_period, '-', '_'))
+           INTO v_headers, v_lines;
+    ELSE
+        v_headers := 0;
+        v_lines := 0;
+    END IF;
     IF (p_sealed ->> 'headers')::bigint IS DISTINCT FROM v_headers
        OR (p_sealed ->> 'lines')::bigint IS DISTINCT FROM v_lines THEN
-        RAISE EXCEPTION 'the archive holds % headers and % lines of period %, its committed '
-                        'batches posted % and %', p_sealed ->> 'headers', p_sealed ->> 'lines',
+        RAISE EXCEPTION 'the archive holds % headers and % lines of period %, its partitions '
+                        '% and %', p_sealed ->> 'headers', p_sealed ->> 'lines',
                         p_period, v_headers, v_lines
             USING ERRCODE = 'data_exception',
                   HINT = 'Nothing was dropped. `monthend verify` names what differs.';
+    END IF;
+    IF p_sealed ->> 'claims_fingerprint' IS DISTINCT FROM gl.archive_rows_fingerprint(p_period)
+    THEN
+        RAISE EXCEPTION 'the claims or reversed postings of period % changed since the archive '
+                        'was written', p_period
+            USING ERRCODE = 'data_exception',
+                  HINT = 'Nothing was dropped. Archive to an empty directory to write it again.';
     END IF;
     IF (p_sealed ->> 'claims')::bigint IS DISTINCT FROM v_claims
        OR (p_sealed ->> 'source_reversals')::bigint IS DISTINCT FROM v_reversed THEN

@@ -47,6 +47,14 @@ BEGIN
         v_gate_errors := v_gate_errors || format('period %s is %s', v_run.period,
                                                  v_period_status);
     END IF;
+    IF NOT batch.record_check(p_batch_id, NULL, 'preflight', 'reversed_period_in_database',
+                              NOT EXISTS (SELECT FROM gl.accounting_period AS ap
+                                          WHERE ap.period = v_original.period
+                                            AND ap.status IN ('ARCHIVED', 'RESTORED')),
+                              'not archived', v_original.period) THEN
+        v_gate_errors := v_gate_errors || format('period %s of batch %s is archived',
+                                                 v_original.period, v_original.batch_id);
+    END IF;
     IF NOT batch.record_check(p_batch_id, NULL, 'preflight', 'reversed_batch_committed',
                               v_original.status = 'COMMITTED' AND v_original.kind = 'RUN',
                               'a COMMITTED run',

@@ -16,6 +16,7 @@ DECLARE
     v_detail  jsonb;
     v_batch   bigint;
     v_claims  bigint;
+    v_reversed bigint;
     v_problem record;
 BEGIN
     SELECT ap.status_detail INTO v_detail
@@ -29,9 +30,12 @@ BEGIN
 
     EXECUTE format('SELECT count(*) FROM batch.%I', 'source_claim_' || replace(p_period, '-', '_'))
        INTO v_claims;
-    IF v_claims IS DISTINCT FROM (v_detail ->> 'claims')::bigint THEN
-        RAISE EXCEPTION 'restoring period %: % claims loaded, % archived', p_period, v_claims,
-                        v_detail ->> 'claims'
+    SELECT count(*) INTO v_reversed FROM batch.source_reversal AS r WHERE r.period = p_period;
+    IF v_claims IS DISTINCT FROM (v_detail ->> 'claims')::bigint
+       OR v_reversed IS DISTINCT FROM (v_detail ->> 'source_reversals')::bigint THEN
+        RAISE EXCEPTION 'restoring period %: % claims and % reversed postings loaded, % and % '
+                        'archived', p_period, v_claims, v_reversed, v_detail ->> 'claims',
+                        v_detail ->> 'source_reversals'
             USING ERRCODE = 'data_exception', HINT = 'Nothing was restored.';
     END IF;
 

@@ -88,6 +88,8 @@ def test_archive_let_go_verify_restore_and_archive_again(target: db.Target,
     batches = locked_period(target, conn)
     before = ledger(conn)
     directory = tmp_path / "archive" / PERIOD
+    kept = tmp_path / "head-before-archive.json"
+    assert cli(target, "verify", "--full", "--head-file", str(kept))["ok"]
 
     result = cli(target, "archive", "--period", PERIOD, "--to", str(directory))
     assert result["status"] == "ARCHIVED" and result["written"] and result["batches"] == 3
@@ -110,6 +112,26 @@ def test_archive_let_go_verify_restore_and_archive_again(target: db.Target,
     assert [a["period"] for a in verified["archived_periods"]] == [PERIOD]
     assert not set(verified["batches_verified"]) & set(batches)
     assert conn.execute("SELECT count(*) AS n FROM audit.verify_chain()").fetchone()["n"] == 0
+
+    # Verification since a head kept before the let-go checks the archive, at
+    # the directory the chain recorded; a changed byte there fails it.
+    for name in ("pass.json", "fail.json"):
+        shutil.copy(kept, tmp_path / name)
+    since = cli(target, "verify", "--since-head", str(tmp_path / "pass.json"))
+    assert since["ok"] and since["archived_periods"][0]["checked"], since
+    fx = directory / "fx_rate.csv.gz"
+    original = fx.read_bytes()
+    fx.write_bytes(original[:-1] + bytes([original[-1] ^ 1]))
+    since = cli(target, "verify", "--since-head", str(tmp_path / "fail.json"), expect=1)
+    assert since["problem_counts"]["archive"] > 0
+    assert any("fx_rate.csv.gz" in p["detail"] for p in since["archived_periods"][0]["problems"])
+    fx.write_bytes(original)
+
+    # Its source rows stay as they were posted.
+    with pytest.raises(psycopg.errors.ObjectInUse, match="archived"):
+        conn.execute("UPDATE subledger.premium_transaction SET amount = amount + 1 "
+                     "WHERE txn_id = (SELECT min(txn_id) FROM subledger.premium_transaction "
+                     "WHERE payment_date BETWEEN '2025-01-01' AND '2025-01-31')")
 
     # An archived period is not corrected.
     refused = monthend_cli(target, "reverse", str(batches[2]), "--reason", "OTHER")
@@ -208,6 +230,19 @@ def test_a_changed_byte_fails_naming_the_file(target: db.Target, conn: psycopg.C
     code, checked = offline(copy)
     assert code == 1
     assert "RANGE_ROOT_MISMATCH" in {p["problem"] for p in checked["problems"]}
+
+    # A batch taken out of the files and the manifest is still in the seal and the chain.
+    copy = tmp_path / "batch-removed"
+    shutil.copytree(archive, copy)
+    manifest = json.loads((copy / MANIFEST).read_text())
+    removed = manifest["batches"].pop()["batch_id"]
+    _rewrite(copy / "run.csv.gz", lambda t: "\n".join(
+        r for r in t.split("\n") if not r.startswith(f"{removed},")))
+    (copy / MANIFEST).write_text(json.dumps(manifest))
+    code, checked = offline(copy)
+    missing = {(p["problem"], p["file"], p["batch_id"]) for p in checked["problems"]}
+    assert ("BATCH_MISSING", "run.csv.gz", removed) in missing
+    assert ("BATCH_MISSING", "manifest.json", removed) in missing
 
     copy = tmp_path / "balance"
     shutil.copytree(archive, copy)

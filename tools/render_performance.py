@@ -221,11 +221,76 @@ def render_archive(documents: list[tuple[str, dict[str, Any]]]) -> str:
     return "\n".join(out).rstrip("\n")
 
 
+SERIAL_PHASES = ("preflight", "allocation", "validation", "commit", "post_processing")
+# The projection's machine: the requirements' database server.
+PROJECTED_CORES = 32
+PROJECTED_ROWS = (10_000_000, 50_000_000)
+
+
+def render_scale(documents: list[tuple[str, dict[str, Any]]]) -> str:
+    """Core-seconds per phase and WAL per million source rows (monthend bench
+    --json), and the projection docs/scale.md explains."""
+    out: list[str] = []
+    per_million: list[tuple[float, float, float]] = []
+    for name, document in sorted(documents, key=lambda d: _number(d[1]["result"]["txns"])):
+        r = document["result"]
+        millions = float(r["source_rows"]) / 1e6
+        workers = int(r.get("workers_opened") or r["workers"])
+        out.append(_source("scale", name, document))
+        out.append("")
+        rows = []
+        serial = 0.0
+        processing_core = 0.0
+        for phase, seconds in r["phase_seconds"].items():
+            cores = workers if phase == "processing" else 1
+            core_seconds = float(seconds) * cores
+            if phase == "processing":
+                processing_core = core_seconds
+            else:
+                serial += float(seconds)
+            rows.append([phase, _fmt(float(seconds), 1), str(cores), _fmt(core_seconds, 1),
+                         _fmt(core_seconds / millions, 1)])
+        wall = float(r["end_to_end_seconds"])
+        rows.append(["end to end", _fmt(wall, 1), "", "", ""])
+        out += _table(["phase", "wall, s", "backends busy (at most)", "core-seconds",
+                       "core-seconds per million source rows"], rows)
+        out.append("")
+        wal = r.get("wal_bytes_per_million_source_rows")
+        out.append(f"{_fmt(r['source_rows'])} source rows, {workers} range workers: the "
+                   f"phases outside processing took {_fmt(serial, 1)} s, "
+                   f"{_fmt(100 * serial / wall, 1)}% of the wall time; WAL written "
+                   f"{_fmt(r['wal_bytes'] / 1e9, 2)} GB, "
+                   f"{_fmt((wal or 0) / 1e6, 0)} MB per million source rows "
+                   f"({_fmt(r['wal_full_page_images'])} full-page images).")
+        out.append("")
+        per_million.append((serial / millions, processing_core / millions, float(wal or 0)))
+    if per_million:
+        serial_pm, processing_pm, wal_pm = per_million[-1]
+        out.append(f"Projected from the largest measurement, linear in rows, on "
+                   f"{PROJECTED_CORES} cores with processing spread over all of them and the "
+                   "other phases as they run today (one backend):")
+        out.append("")
+        rows = []
+        for target_rows in PROJECTED_ROWS:
+            m = target_rows / 1e6
+            serial_s, processing_s = serial_pm * m, processing_pm * m / PROJECTED_CORES
+            rows.append([f"{target_rows / 1e6:,.0f}M", _fmt(serial_s, 0), _fmt(processing_s, 0),
+                         _fmt(serial_s + processing_s, 0),
+                         _fmt(100 * serial_s / (serial_s + processing_s), 0),
+                         _fmt(wal_pm * m / 1e9, 1),
+                         _fmt(wal_pm * m / 1e6 / (serial_s + processing_s), 0)])
+        out += _table(["source rows", "serial phases, s", "processing, s", "total, s",
+                       "serial share, %", "WAL, GB", "WAL rate needed, MB/s"], rows)
+        out.append("")
+    return "\n".join(out).rstrip("\n")
+
+
 SECTIONS = (
     ("measured", None),
     ("verification", render_verification),
     ("ablation", render_ablation),
     ("archive", render_archive),
+    ("scale", render_scale),
 )
 
 

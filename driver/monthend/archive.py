@@ -24,6 +24,7 @@ from the files) and verifies every batch against its seal
 
 from __future__ import annotations
 
+import contextlib
 import datetime
 import gzip
 import hashlib
@@ -48,6 +49,7 @@ from monthend.archive_files import (
     FORMAT_VERSION,
     MANIFEST,
     ArchiveFile,
+    HashingReader,
     read_manifest,
 )
 from monthend.errors import ConfigurationError, RunFailed
@@ -56,6 +58,14 @@ from monthend.errors import ConfigurationError, RunFailed
 # performance page (tools/archive_formats.py).
 COMPRESS_LEVEL = 6
 _CHUNK = 1 << 20
+# The text forms of the values the files hold, whatever the server's or the
+# client's defaults: the canonical texts of the seal are made of them, hashed
+# as UTF-8.
+_TEXT_FORMS = (("client_encoding", "UTF8"), ("DateStyle", "ISO, YMD"), ("TimeZone", "UTC"),
+               ("bytea_output", "hex"))
+# How long the let-go waits for the ledger's locks before giving up (and
+# dropping nothing): it must not queue every run and report behind it.
+LET_GO_LOCK_TIMEOUT = "30s"
 
 Note = Callable[[str], None]
 
@@ -142,12 +152,22 @@ def _write_file(conn: psycopg.Connection, statements: list[str], path: Path,
         with gzip.GzipFile(filename="", mode="wb", fileobj=hashing,  # type: ignore[arg-type]
                            compresslevel=level, mtime=0) as gz:
             producer.start()
-            while (block := blocks.get()) is not None:
-                if isinstance(block, BaseException):
-                    producer.join()
-                    raise block
-                gz.write(block)
-            producer.join()
+            try:
+                while (block := blocks.get()) is not None:
+                    if isinstance(block, BaseException):
+                        raise block
+                    gz.write(block)
+            except BaseException:
+                # The COPY holds the connection: cancel it and let the
+                # producer end before the connection is used again.
+                with contextlib.suppress(psycopg.Error):
+                    conn.cancel()
+                while producer.is_alive():
+                    with contextlib.suppress(queue.Empty):
+                        blocks.get(timeout=0.1)
+                raise
+            finally:
+                producer.join()
     _durable_rename(tmp, path)
     return {"rows": sum(counted), "bytes": hashing.bytes, "sha256": hashing.sha256.hexdigest()}
 
@@ -179,10 +199,10 @@ def write_archive(target: db.Target, period: str, directory: Path,
         conn.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ, READ ONLY")
         # The text forms the canonical texts are made of, whatever the
         # server's defaults; a sort of the ledger in memory where it fits.
-        for name, value in (("DateStyle", "ISO, YMD"), ("TimeZone", "UTC"),
-                            ("bytea_output", "hex"), ("work_mem", "256MB")):
+        for name, value in (*_TEXT_FORMS, ("work_mem", "256MB")):
             conn.execute("SELECT set_config(%s, %s, true)", (name, value))
         state = _state(conn, period)
+        fingerprint = db.call_one(conn, "archive_rows_fingerprint", period=period)
         events = db.call_one(conn, "archive_period_events", period=period) or {}
         batches = db.call(conn, "archive_batches", period=period)
         params = {"period": period, "start": state["start_date"], "end": state["end_date"],
@@ -213,6 +233,7 @@ def write_archive(target: db.Target, period: str, directory: Path,
                         "previous_seal_digest": state["previous_seal_digest"]},
         "batches": [{**b, "range_roots": list(b["range_roots"])} for b in batches],
         "claims": claims, "source_reversals": reversals,
+        "claims_fingerprint": fingerprint["fingerprint"] if fingerprint else None,
         "chain": {"period_closed": events["period_closed"],
                   "period_locked": events["period_locked"], "head": events["head"]},
     }
@@ -229,7 +250,8 @@ def _sealed(manifest: dict[str, Any]) -> dict[str, Any]:
             "batches": {str(b["batch_id"]): b["batch_root"] for b in manifest["batches"]},
             "headers": rows[FILE_BY_STEM["journal_entry_header"].name],
             "lines": rows[FILE_BY_STEM["journal_entry_line"].name],
-            "claims": manifest["claims"], "source_reversals": manifest["source_reversals"]}
+            "claims": manifest["claims"], "source_reversals": manifest["source_reversals"],
+            "claims_fingerprint": manifest.get("claims_fingerprint")}
 
 
 def _refuse_failed(verified: dict[str, Any], what: str) -> None:
@@ -284,6 +306,8 @@ def archive(target: db.Target, period: str, directory: Path, reason: str | None 
     # In a transaction the driver commits: a driver killed before its COMMIT
     # reached the server leaves nothing let go.
     with db.connect(target, autocommit=False) as conn:
+        with db.wrap_errors():
+            conn.execute("SELECT set_config('lock_timeout', %s, true)", (LET_GO_LOCK_TIMEOUT,))
         db.call(conn, "archive_let_go", period=period, manifest_sha256=digest,
                 location=str(directory), sealed=json.dumps(_sealed(manifest)), reason=reason)
         with db.wrap_errors():
@@ -310,14 +334,23 @@ def archive_due(target: db.Target, root: Path, note: Note = _quiet) -> dict[str,
     return {"retention_months": retention["retention_months"], "archived": archived}
 
 
-def _load(copy_conn: psycopg.Connection, table: str, columns: list[str], path: Path) -> int:
-    """Stream one archive file into ``table`` (COPY FROM STDIN); the rows loaded."""
+def _load(copy_conn: psycopg.Connection, table: str, columns: list[str], path: Path,
+          sha256: str) -> int:
+    """Stream one archive file into ``table`` (COPY FROM STDIN), hashing it as it
+    is read: the bytes loaded must be the bytes verified. The rows loaded."""
     cur = copy_conn.cursor()
     statement = sql.SQL("COPY {} ({}) FROM STDIN WITH (FORMAT csv, HEADER true)").format(
         sql.Identifier(*table.split(".")), sql.SQL(", ").join(map(sql.Identifier, columns)))
-    with path.open("rb") as raw, gzip.GzipFile(fileobj=raw) as gz, cur.copy(statement) as copy:
-        while chunk := gz.read(_CHUNK):
-            copy.write(chunk)
+    with path.open("rb") as raw:
+        hashing = HashingReader(raw)
+        with gzip.GzipFile(fileobj=hashing) as gz, cur.copy(statement) as copy:
+            while chunk := gz.read(_CHUNK):
+                copy.write(chunk)
+        hashing.drain()
+    if hashing.sha256.hexdigest() != sha256:
+        raise RunFailed(f"{path} changed after it was verified (sha256 "
+                        f"{hashing.sha256.hexdigest()}, the manifest {sha256}): nothing was "
+                        "restored.")
     return cur.rowcount
 
 
@@ -344,7 +377,7 @@ def restore(target: db.Target, directory: Path, reason: str | None = None,
     listed = {f["name"]: f for f in manifest["files"]}
     loaded = {}
     with db.connect(target, autocommit=False) as conn, db.wrap_errors():
-        for name, value in (("DateStyle", "ISO, YMD"), ("TimeZone", "UTC")):
+        for name, value in _TEXT_FORMS:
             conn.execute("SELECT set_config(%s, %s, true)", (name, value))
         batches = db.call(conn, "restore_prepare", period=period, manifest_sha256=digest)
         for spec in FILES:
@@ -352,7 +385,8 @@ def restore(target: db.Target, directory: Path, reason: str | None = None,
                 continue
             started = time.monotonic()
             columns = [c["name"] for c in listed[spec.name]["columns"]]
-            loaded[spec.name] = _load(conn, spec.table, columns, directory / spec.name)
+            loaded[spec.name] = _load(conn, spec.table, columns, directory / spec.name,
+                                      listed[spec.name]["sha256"])
             note(f"loaded {spec.name}: {loaded[spec.name]} rows in "
                  f"{time.monotonic() - started:.1f} s")
         started = time.monotonic()

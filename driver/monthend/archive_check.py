@@ -377,12 +377,38 @@ def verify_archive(directory: Path, kept: KeptHead | None = None) -> dict[str, A
                 check.problem(where, "BATCH_ROOT_MISMATCH",
                               f"batch {batch}: the archived entries hash to {computed.hex()}, "
                               f"{where} says {value}", batch)
-    for batch in set(by_batch) - set(runs):
-        check.problem("run.csv.gz", "BATCH_MISSING",
-                      f"the manifest lists batch {batch}, run.csv.gz has no committed batch "
-                      "of that id", batch)
+    # The batches are the same set wherever the archive names them: the
+    # period's seal (its seal batches), its committed runs, the manifest, and
+    # the chain's BATCH_COMMITTED rows of the period. A batch removed from
+    # the files and the manifest is still in the seal and the chain.
+    period = manifest.get("period")
+    sealed = {int(x["batch_id"]): _bytea(x["digest"]) for x in tables["period_seal_batch"]}
+    named = {"run.csv.gz": set(runs), "manifest.json": set(by_batch),
+             "period_seal_batch.csv.gz": set(sealed),
+             "audit_log.csv.gz": {b for b, r in committed_rows.items()
+                                  if _payload(r).get("period") == period}}
+    every = set().union(*named.values())
+    for where, batches in named.items():
+        for batch in sorted(every - batches):
+            check.problem(where, "BATCH_MISSING",
+                          f"batch {batch} of period {period} is not in {where}, though "
+                          + ", ".join(w for w, b in named.items() if batch in b) + " have it",
+                          batch)
+    for batch, digest in sorted(sealed.items()):
+        if batch in runs and digest != _bytea(runs[batch]["digest"]):
+            check.problem("period_seal_batch.csv.gz", "BATCH_ROOT_MISMATCH",
+                          f"the period's seal covers batch {batch} with root {digest}, "
+                          f"run.csv.gz says {_bytea(runs[batch]['digest'])}", batch)
 
     _period_seal(manifest, tables, chain, check)
+    head = (manifest.get("chain") or {}).get("head") or {}
+    last_row = chain.get(max(chain)) if chain else None
+    if last_row is None or (head.get("seq"), head.get("hash")) != (int(last_row["seq"]),
+                                                                   last_row["hash"]):
+        check.problem("audit_log.csv.gz", "CHAIN_HEAD_MISMATCH",
+                      f"the manifest's head is row {head.get('seq')} ({head.get('hash')}); the "
+                      "archived chain ends at "
+                      + (f"row {last_row['seq']} ({last_row['hash']})" if last_row else "nothing"))
     head = _kept_head(kept, chain, check)
     return _result(directory, manifest, manifest_sha256, check, reads, kept, head)
 

@@ -129,7 +129,7 @@ FILES: tuple[ArchiveFile, ...] = (
 FILE_BY_STEM = {f.stem: f for f in FILES}
 
 
-class _HashingReader(io.RawIOBase):
+class HashingReader(io.RawIOBase):
     """Reads a file, hashing (sha256) and counting every byte that passes."""
 
     def __init__(self, raw: IO[bytes]) -> None:
@@ -164,7 +164,7 @@ class FileRead:
         self.rows = 0
         self.complete = False
         self.columns: list[str] = []
-        self._hashing: _HashingReader | None = None
+        self._hashing: HashingReader | None = None
 
     def __iter__(self) -> Iterator[dict[str, str | None]]:
         for record in self.records():
@@ -178,7 +178,7 @@ class FileRead:
         except OSError as exc:
             raise UnreadableFile(self.path.name, f"{self.path.name}: {exc}") from exc
         with raw:
-            self._hashing = _HashingReader(raw)
+            self._hashing = HashingReader(raw)
             try:
                 with gzip.GzipFile(fileobj=io.BufferedReader(self._hashing, 1 << 20)) as gz, \
                         io.TextIOWrapper(gz, encoding="utf-8", newline="") as text:

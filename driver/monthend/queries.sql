@@ -539,6 +539,10 @@ SELECT (SELECT jsonb_build_object('seq', l.seq, 'hash', encode(l.hash, 'hex'))
        (SELECT jsonb_build_object('seq', h.seq, 'hash', encode(h.hash, 'hex'))
         FROM audit.chain_head AS h) AS head;
 
+-- name: archive_rows_fingerprint
+-- The period's claims and reversed postings, fingerprinted (count and hash sum).
+SELECT gl.archive_rows_fingerprint(%(period)s) AS fingerprint;
+
 -- name: archive_let_go
 -- Drop an archived period's partitions, make it ARCHIVED, seal that in the chain.
 CALL gl.archive_period(%(period)s, %(manifest_sha256)s, %(location)s, %(sealed)s, %(reason)s);

@@ -113,7 +113,11 @@ AS $$
     )
     SELECT l.source_type, l.source_id, l.policy_id, l.txn_date, l.txn_type, l.line_of_business,
            l.amount, l.currency, l.fx_rate, l.functional_amount, l.functional_currency,
-           CASE WHEN rv.batch_id IS NOT NULL THEN 'REVERSED'
+           -- An archived period's claims are in its archive.
+           CASE WHEN EXISTS (SELECT FROM gl.accounting_period AS ap
+                             WHERE ap.period = p_period AND ap.status = 'ARCHIVED')
+                THEN 'ARCHIVED'
+                WHEN rv.batch_id IS NOT NULL THEN 'REVERSED'
                 WHEN p.source_id IS NOT NULL AND r.status = 'DRAFT' THEN 'DRAFT'
                 WHEN p.source_id IS NOT NULL THEN 'POSTED'
                 WHEN r.status = 'COMMITTED' THEN 'NOT_IN_LEDGER'

@@ -33,7 +33,9 @@ AS $$
            t.debit, t.credit, t.functional_debit, t.functional_credit
     FROM gl.journal_entry_header AS h
     JOIN batch.run AS r ON r.batch_id = h.batch_id
-    JOIN gl.journal_entry_header AS o
+    -- The original is archived when its period is: the reversing entry is
+    -- listed all the same, its original's columns empty.
+    LEFT JOIN gl.journal_entry_header AS o
       ON o.batch_id = r.reverses_batch_id AND o.je_id = h.reverses_je_id
     CROSS JOIN LATERAL (
         SELECT sum(l.debit) AS debit, sum(l.credit) AS credit,

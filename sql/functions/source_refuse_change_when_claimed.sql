@@ -18,11 +18,25 @@ DECLARE
     v_date     date := (v_old ->> TG_ARGV[2])::date;
     v_period   text := to_char(v_date, 'YYYY-MM');
     v_batch_id bigint;
+    v_archived text;
 BEGIN
     IF v_date IS NULL THEN
         RETURN coalesce(NEW, OLD);
     END IF;
     PERFORM pg_advisory_xact_lock_shared(batch.period_lock_key(v_period));
+    -- An archived period's claims are in its archive: its rows stay as they
+    -- were posted, and no row is moved into it.
+    SELECT ap.period INTO v_archived
+      FROM gl.accounting_period AS ap
+     WHERE ap.status IN ('ARCHIVED', 'RESTORED')
+       AND ap.period IN (v_period, to_char((to_jsonb(NEW) ->> TG_ARGV[2])::date, 'YYYY-MM'));
+    IF FOUND THEN
+        RAISE EXCEPTION '% transaction % is of period %, which is archived: it cannot be changed, '
+                        'deleted or moved there', lower(TG_ARGV[0]), v_id, v_archived
+            USING ERRCODE = 'object_in_use',
+                  HINT = 'An archived period is kept as it was; correct the matter in an open '
+                         'period.';
+    END IF;
     -- Its live posting, if any: a claim not reversed by a committed reversal.
     -- A draft's claim of a row of its own period is not a posting until the
     -- draft is finalized: the row may change, and the draft's fingerprint then
