@@ -49,7 +49,8 @@ BEGIN
     END IF;
     IF NOT batch.record_check(p_batch_id, NULL, 'preflight', 'reversed_period_in_database',
                               NOT EXISTS (SELECT FROM gl.accounting_period AS ap
-                                          WHERE ap.period = v_original.period
+                                          WHERE (ap.period = v_original.period
+                                                 OR ap.period = ANY (v_original.late_periods))
                                             AND ap.status IN ('ARCHIVED', 'RESTORED')),
                               'not archived', v_original.period) THEN
         v_gate_errors := v_gate_errors || format('period %s of batch %s is archived',

@@ -55,10 +55,16 @@ BEGIN
                   HINT = format('An unfinished batch is abandoned with "monthend cancel %s".',
                                 p_reverses_batch_id);
     ELSIF EXISTS (SELECT FROM gl.accounting_period AS ap
-                  WHERE ap.period = v_original.period AND ap.status IN ('ARCHIVED', 'RESTORED'))
+                  WHERE (ap.period = v_original.period OR ap.period = ANY (v_original.late_periods))
+                    AND ap.status IN ('ARCHIVED', 'RESTORED'))
     THEN
-        RAISE EXCEPTION 'batch % is in period %, which is archived: an archived period is '
-                        'kept as it was, not corrected', p_reverses_batch_id, v_original.period
+        RAISE EXCEPTION 'batch % posted rows of an archived period (%): an archived period is '
+                        'kept as it was, not corrected', p_reverses_batch_id,
+                        array_to_string(ARRAY(SELECT ap.period FROM gl.accounting_period AS ap
+                                              WHERE (ap.period = v_original.period
+                                                     OR ap.period = ANY (v_original.late_periods))
+                                                AND ap.status IN ('ARCHIVED', 'RESTORED')),
+                                        ', ')
             USING ERRCODE = 'invalid_parameter_value',
                   HINT = 'Correct what it left wrong by a journal posted in an open period.';
     END IF;
