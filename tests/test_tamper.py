@@ -127,7 +127,7 @@ def test_clean_database_verifies_as_the_auditor(batch: dict[str, Any], target: d
     assert code == 0, result
     assert result["ok"] is True
     assert result["problem_counts"] == {"chain": 0, "ledger": 0, "batch": 0, "period": 0,
-                                        "kept_head": 0}
+                                        "kept_head": 0, "archive": 0}
     assert result["batches_verified"] == [batch["batch_id"]]
     assert result["head"]["seq"] == kept["seq"]
     # The file keeps the head the checks verified.
@@ -465,6 +465,6 @@ def test_chain_rewritten_from_genesis(batch: dict[str, Any], target: db.Target,
     code, result = verify_cli(target, "--head-file", str(head_file))
     assert code == 1
     assert result["problem_counts"] == {"chain": 0, "ledger": 0, "batch": 0, "period": 0,
-                                        "kept_head": 1}
+                                        "kept_head": 1, "archive": 0}
     assert result["kept_head_problems"] == rows
     assert json.loads(head_file.read_text()) == kept
