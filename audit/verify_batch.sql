@@ -375,6 +375,7 @@ BEGIN
         SELECT rg.range_no, rg.claim_period, rg.source_type, rg.lo_source_id,
                rg.hi_source_id, v_run.je_id_base + rg.je_offset AS lo_je_id,
                v_run.je_id_base + rg.je_offset + rg.je_count - 1 AS hi_je_id,
+               rg.claim_offset_base,
                (SELECT decode(x ->> 'digest', 'hex')
                   FROM jsonb_array_elements(coalesce(v_seal -> 'ranges', '[]'::jsonb)) AS x
                  WHERE (x ->> 'range_no')::integer = rg.range_no
@@ -396,7 +397,8 @@ BEGIN
                    gl.format_je_number(v_run.period, l.je_no) AS je_number
             FROM batch.range_journal_line(p_batch_id, v_run.period, d.claim_period,
                                           d.source_type, d.lo_source_id, d.hi_source_id,
-                                          v_run.je_id_base, v_run.je_number_base,
+                                          v_run.je_id_base + d.claim_offset_base,
+                                          v_run.je_number_base + d.claim_offset_base,
                                           CASE WHEN d.claim_period <> v_run.period
                                                THEN batch.range_late_source_ids(
                                                         p_batch_id, d.claim_period,

@@ -1,11 +1,19 @@
--- Phase 2, sequence allocation. Takes a PREFLIGHTED batch. Splits its claimed
--- rows (a reversal's: the postings it reverses) into ranges of range_size
--- rows (per claims partition and source type, in source_id order),
--- reserves one block of je_id for the whole batch from gl.je_id_allocator,
--- and gives each range the sub-block that its rows' je_offsets span. Numbers
--- follow from the claims alone, so a range re-run after a crash numbers its
--- entries exactly as the first attempt would have. Creates the batch's
--- staging tables. Leaves the batch ALLOCATED.
+-- Phase 2, sequence allocation; for a run, the end of pre-flight. Takes a
+-- run PREFLIGHTING whose ranges are all claimed (batch.preflight_range), or a
+-- reversal PREFLIGHTED.
+-- A run's ranges were cut and claimed before any of them knew its place in
+-- the batch: ranges without a claimed row are dropped, the others numbered
+-- again in order and given their block of entries by a prefix sum over their
+-- counts (the only serial step numbering needs; their claims count from it,
+-- batch.range.claim_offset_base), and the run's counts, the PREFLIGHT_DONE
+-- event and the PREFLIGHT_RESULT audit entry are recorded.
+-- A reversal's claimed rows (the postings it reverses, batch.source_reversal)
+-- are split into ranges of range_size rows (per source type, in source_id
+-- order), each range taking the sub-block that its rows' je_offsets span.
+-- Either way the batch reserves one block of je_id from gl.je_id_allocator.
+-- Numbers follow from the claims alone, so a range re-run after a crash
+-- numbers its entries exactly as the first attempt would have. Creates the
+-- batch's staging tables. Leaves the batch ALLOCATED.
 CREATE OR REPLACE PROCEDURE batch.allocate_ranges(p_batch_id bigint)
 LANGUAGE plpgsql
 SECURITY DEFINER
@@ -18,79 +26,112 @@ DECLARE
     v_ranges     integer;
     v_rows       bigint;
     v_jes        bigint;
-    v_claims     text;
-    v_late       boolean;
+    v_unclaimed  bigint;
+    v_window     interval;
+    v_missing_fx text;
+    v_reasons    jsonb;
 BEGIN
     SELECT * INTO v_run FROM batch.run AS r WHERE r.batch_id = p_batch_id FOR UPDATE;
     IF NOT FOUND THEN
         RAISE EXCEPTION 'batch % does not exist', p_batch_id USING ERRCODE = 'no_data_found';
-    ELSIF v_run.status <> 'PREFLIGHTED' THEN
-        RAISE EXCEPTION 'batch % is %; allocation runs on a PREFLIGHTED batch',
+    ELSIF (v_run.kind = 'REVERSAL' AND v_run.status <> 'PREFLIGHTED')
+          OR (v_run.kind <> 'REVERSAL' AND v_run.status <> 'PREFLIGHTING') THEN
+        RAISE EXCEPTION 'batch % is %; allocation runs on a run PREFLIGHTING or a reversal PREFLIGHTED',
                         p_batch_id, v_run.status
             USING ERRCODE = 'object_not_in_prerequisite_state';
+    END IF;
+
+    IF v_run.kind = 'REVERSAL' THEN
+        CALL batch.cut_reversal_ranges(p_batch_id);
+    ELSE
+        SELECT count(*) INTO v_unclaimed
+          FROM batch.range AS rg WHERE rg.batch_id = p_batch_id AND rg.stage = 'PREFLIGHT';
+        IF v_unclaimed > 0 THEN
+            RAISE EXCEPTION 'batch % has % ranges still to pre-flight', p_batch_id, v_unclaimed
+                USING ERRCODE = 'object_not_in_prerequisite_state',
+                      HINT = format('Finish them with "monthend resume %s".', p_batch_id);
+        END IF;
+        -- Pre-flight's ranges ran from the first claim to the last commit.
+        SELECT max(rg.preflight_finished_at) - min(rg.preflight_started_at) INTO v_window
+          FROM batch.range AS rg
+         WHERE rg.batch_id = p_batch_id AND rg.claim_period = v_run.period;
+        PERFORM batch.record_phase_time(p_batch_id, 'preflight_ranges',
+                                        clock_timestamp() - coalesce(v_window, interval '0'));
+
+        DELETE FROM batch.range AS rg WHERE rg.batch_id = p_batch_id AND rg.row_count = 0;
+        -- In two steps, each keeping (batch_id, range_no) unique.
+        UPDATE batch.range AS rg SET range_no = -x.range_no
+          FROM (SELECT r.range_id, row_number() OVER (ORDER BY r.range_no) AS range_no
+                FROM batch.range AS r WHERE r.batch_id = p_batch_id) AS x
+         WHERE rg.range_id = x.range_id;
+        UPDATE batch.range AS rg SET range_no = -rg.range_no WHERE rg.batch_id = p_batch_id;
+        -- The prefix sum: each range's entries follow the ranges before it.
+        UPDATE batch.range AS rg SET je_offset = x.je_offset, claim_offset_base = x.je_offset
+          FROM (SELECT r.range_id,
+                       coalesce(sum(r.je_count) OVER (ORDER BY r.range_no
+                                ROWS BETWEEN UNBOUNDED PRECEDING AND 1 PRECEDING), 0)
+                           AS je_offset
+                FROM batch.range AS r WHERE r.batch_id = p_batch_id) AS x
+         WHERE rg.range_id = x.range_id;
+
+        SELECT string_agg(DISTINCT d.currency, ', ' ORDER BY d.currency),
+               (SELECT coalesce(jsonb_object_agg(x.reason_code, x.n), '{}')
+                  FROM (SELECT dl.reason_code, count(*) AS n FROM batch.dead_letter AS dl
+                        WHERE dl.batch_id = p_batch_id GROUP BY dl.reason_code) AS x)
+          INTO v_missing_fx, v_reasons
+          FROM batch.dead_letter AS d
+         WHERE d.batch_id = p_batch_id AND d.reason_code = 'FX_RATE_MISSING';
+        PERFORM batch.record_check(p_batch_id, NULL, 'preflight', 'fx_rates_present',
+                                   v_missing_fx IS NULL, 'a rate for every currency in use',
+                                   coalesce('missing for ' || v_missing_fx
+                                            || ' (rows dead-lettered FX_RATE_MISSING)',
+                                            'all present'));
+        UPDATE batch.run AS r
+           SET claimed_rows = x.claimed, je_count = x.entries,
+               dead_letter_rows = (SELECT count(*) FROM batch.dead_letter AS d
+                                    WHERE d.batch_id = p_batch_id),
+               source_rows = (SELECT coalesce(sum(ct.source_rows), 0)
+                                FROM batch.control_total AS ct WHERE ct.batch_id = p_batch_id),
+               je_number_base = (SELECT ap.je_numbers_used FROM gl.accounting_period AS ap
+                                  WHERE ap.period = r.period)
+          -- Counted from the claims themselves: the ranges' counts are
+          -- checked against them below.
+          FROM (SELECT (SELECT count(*) FROM batch.source_claim AS c
+                         WHERE c.period = ANY (v_run.period || v_run.late_periods)
+                           AND c.batch_id = p_batch_id) AS claimed,
+                       coalesce(sum(rg.je_count), 0) AS entries
+                FROM batch.range AS rg WHERE rg.batch_id = p_batch_id) AS x
+         WHERE r.batch_id = p_batch_id
+        RETURNING r.* INTO v_run;
+        PERFORM batch.log_event(p_batch_id, 'PREFLIGHT_DONE',
+            format('pre-flight: %s rows claimed, %s dead-lettered', v_run.claimed_rows,
+                   v_run.dead_letter_rows)
+            || CASE WHEN cardinality(v_run.late_periods) > 0
+                    THEN format('; late rows of %s among them',
+                                array_to_string(v_run.late_periods, ', ')) ELSE '' END,
+            jsonb_build_object('claimed', v_run.claimed_rows, 'dead_letters', v_reasons,
+                               'late_periods', to_jsonb(v_run.late_periods)));
+        PERFORM audit.append('PREFLIGHT_RESULT', jsonb_build_object(
+            'batch_id', p_batch_id, 'passed', true, 'claimed', v_run.claimed_rows,
+            'dead_letters', v_reasons));
     END IF;
 
     UPDATE gl.je_id_allocator
        SET next_je_id = next_je_id + v_run.je_count
     RETURNING next_je_id - v_run.je_count INTO v_je_id_base;
 
-    -- Every range statement plans from these statistics: the period's claims
-    -- were just written in bulk (autovacuum has not seen them), and reference
-    -- tables of a few rows never reach autovacuum's analyze threshold, so
-    -- without this the planner guesses thousands of rules and one claim.
-    -- Taken before the ranges are cut: knowing the claims' size, the planner
-    -- reads them in key order from the primary key and groups the buckets by
-    -- hashing, where it otherwise sorted every claim twice (two external
-    -- sorts of 330 MB and 411 MB at 10M rows).
-    -- A run's claims are the period's partition of batch.source_claim (and,
-    -- for the late rows it posts, the partitions of their own periods, listed
-    -- in late_periods); a reversal's are its rows in batch.source_reversal.
-    -- Ranges are cut the same way from either, per claims partition and
-    -- source type, and numbered in je_offset order (the order pre-flight gave
-    -- the claims their entries in).
-    v_claims := CASE v_run.kind WHEN 'REVERSAL' THEN 'source_reversal'
-                                ELSE 'source_claim_' || replace(v_run.period, '-', '_') END;
-    EXECUTE format('ANALYZE batch.%I', v_claims);
+    -- Every range statement plans from these statistics: the claims were just
+    -- written in bulk (autovacuum has not seen them), and reference tables of
+    -- a few rows never reach autovacuum's analyze threshold, so without this
+    -- the planner guesses thousands of rules and one claim.
+    -- (A reversal's rows were analyzed when its ranges were cut.)
+    IF v_run.kind = 'RUN' THEN
+        EXECUTE format('ANALYZE batch.%I', 'source_claim_' || replace(v_run.period, '-', '_'));
+    END IF;
     ANALYZE gl.currency, gl.fx_rate, gl.posting_rule, gl.journal_template, gl.setting;
 
-    -- A batch without late rows reads its one table and cuts per source type
-    -- alone: with the claims period in the window and the grouping, the
-    -- planner may sort each source type's claims again by bucket (measured at
-    -- 500k claims, EXPLAIN ANALYZE, twice each: that form 296-353 ms, this one
-    -- 237-246 ms).
-    v_late := v_run.kind = 'RUN' AND cardinality(v_run.late_periods) > 0;
-    EXECUTE format($q$
-    INSERT INTO batch.range (batch_id, range_no, claim_period, source_type, lo_source_id,
-                             hi_source_id, row_count, je_offset, je_count)
-    SELECT $1,
-           row_number() OVER (ORDER BY b.je_offset),
-           %2$s, b.source_type, b.lo_source_id, b.hi_source_id, b.row_count, b.je_offset,
-           coalesce(lead(b.je_offset) OVER (ORDER BY b.je_offset), $2) - b.je_offset
-    FROM (
-        SELECT %3$s c.source_type, c.bucket, min(c.source_id) AS lo_source_id,
-               max(c.source_id) AS hi_source_id, count(*) AS row_count,
-               min(c.je_offset) AS je_offset
-        FROM (
-            SELECT %4$s sc.source_type, sc.source_id, sc.je_offset,
-                   (row_number() OVER (PARTITION BY %6$s sc.source_type
-                                       ORDER BY sc.source_id) - 1) / $3 AS bucket
-            FROM batch.%1$I AS sc
-            WHERE sc.batch_id = $1 %5$s
-        ) AS c
-        GROUP BY %3$s c.source_type, c.bucket
-    ) AS b
-    $q$,
-    CASE WHEN v_late THEN 'source_claim' ELSE v_claims END,
-    CASE WHEN v_late THEN 'b.claim_period'
-         WHEN v_run.kind = 'RUN' THEN '$4[1]' ELSE 'NULL::text' END,
-    CASE WHEN v_late THEN 'c.claim_period,' ELSE '' END,
-    CASE WHEN v_late THEN 'sc.period AS claim_period,' ELSE '' END,
-    CASE WHEN v_late THEN 'AND sc.period = ANY ($4)' ELSE '' END,
-    CASE WHEN v_late THEN 'sc.period,' ELSE '' END)
-    USING p_batch_id, v_run.je_count, v_run.range_size, v_run.period || v_run.late_periods;
-    GET DIAGNOSTICS v_ranges = ROW_COUNT;
-
-    SELECT coalesce(sum(r.row_count), 0), coalesce(sum(r.je_count), 0) INTO v_rows, v_jes
+    SELECT count(*), coalesce(sum(r.row_count), 0), coalesce(sum(r.je_count), 0)
+      INTO v_ranges, v_rows, v_jes
       FROM batch.range AS r WHERE r.batch_id = p_batch_id;
     PERFORM batch.record_check(p_batch_id, NULL, 'allocation', 'ranges_cover_claims',
                                v_rows = v_run.claimed_rows AND v_jes = v_run.je_count,

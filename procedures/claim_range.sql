@@ -1,6 +1,7 @@
--- Phase 4, the queue. Claims the next range of a batch for the calling
--- connection and returns it (NULL when none can be claimed now), with how many
--- ranges are not yet DONE. A range is claimable when PENDING and past its
+-- The queue of pre-flight and of processing. Claims the next range of a batch
+-- for the calling connection and returns it (NULL when none can be claimed
+-- now), with how many ranges of the batch's current stage are not yet done
+-- (PREFLIGHTING: pre-flight's ranges, ALLOCATED: processing's). A range is claimable when PENDING and past its
 -- retry time, or RUNNING with no live claimer (its session ended, so its
 -- transaction rolled back). The claim is a session-level advisory lock on the
 -- range (see batch.range_claim_held), held until process_range finishes it or
@@ -27,20 +28,25 @@ DECLARE
     v_max_attempts integer;
     v_range_status text;
     v_attempts     integer;
+    v_stage        text;
 BEGIN
     SELECT r.status, r.max_attempts INTO v_status, v_max_attempts
       FROM batch.run AS r WHERE r.batch_id = p_batch_id;
     IF NOT FOUND THEN
         RAISE EXCEPTION 'batch % does not exist', p_batch_id USING ERRCODE = 'no_data_found';
-    ELSIF v_status <> 'ALLOCATED' THEN
-        RAISE EXCEPTION 'batch % is %; ranges are claimed while it is ALLOCATED',
+    ELSIF v_status NOT IN ('PREFLIGHTING', 'ALLOCATED') THEN
+        RAISE EXCEPTION 'batch % is %; ranges are claimed while it is PREFLIGHTING or ALLOCATED',
                         p_batch_id, v_status
             USING ERRCODE = 'object_not_in_prerequisite_state';
     END IF;
+    -- A PREFLIGHTING batch hands out the ranges still to be pre-flighted, an
+    -- ALLOCATED one the ranges to process.
+    v_stage := CASE v_status WHEN 'PREFLIGHTING' THEN 'PREFLIGHT' ELSE 'PROCESS' END;
 
     SELECT rg.range_id, rg.status, rg.attempts INTO p_range_id, v_range_status, v_attempts
       FROM batch.range AS rg
      WHERE rg.batch_id = p_batch_id
+       AND rg.stage = v_stage
        AND ((rg.status = 'PENDING' AND (rg.retry_after IS NULL OR rg.retry_after <= now()))
             OR (rg.status = 'RUNNING' AND NOT batch.range_claim_held(rg.range_id)))
      ORDER BY rg.range_no
@@ -70,7 +76,8 @@ BEGIN
     END IF;
 
     SELECT count(*)::integer INTO p_remaining
-      FROM batch.range AS rg WHERE rg.batch_id = p_batch_id AND rg.status <> 'DONE';
+      FROM batch.range AS rg
+     WHERE rg.batch_id = p_batch_id AND rg.status <> 'DONE' AND rg.stage = v_stage;
 END
 $$;
 

@@ -76,15 +76,29 @@ BEGIN
     v_selected := EXISTS (SELECT FROM batch.reversal_selection AS s
                           WHERE s.batch_id = p_batch_id);
     -- Each posting of the reversed batch with its entry count: its claims'
-    -- offsets tile the batch's entries, so the count is the gap to the next.
-    WITH posting AS (
+    -- offsets (from their range's claim_offset_base) tile the batch's entries,
+    -- so the count is the gap to the next.
+    WITH claim AS (
+        SELECT c.period, c.source_type, c.source_id, c.generation,
+               b.claim_offset_base + c.je_offset AS je_offset
+        FROM batch.source_claim AS c
+        -- The claim's range: the last one starting at or before it.
+        CROSS JOIN LATERAL (
+            SELECT rg.claim_offset_base
+            FROM batch.range AS rg
+            WHERE rg.batch_id = c.batch_id AND rg.claim_period = c.period
+              AND rg.source_type = c.source_type AND rg.lo_source_id <= c.source_id
+            ORDER BY rg.lo_source_id DESC
+            LIMIT 1
+        ) AS b
+        WHERE c.period = ANY (v_original.period || v_original.late_periods)
+          AND c.batch_id = v_original.batch_id
+    ), posting AS (
         SELECT c.period, c.source_type, c.source_id, c.generation,
                v_original.je_id_base + c.je_offset AS original_je_id,
                coalesce(lead(c.je_offset) OVER (ORDER BY c.je_offset), v_original.je_count)
                    - c.je_offset AS je_count
-        FROM batch.source_claim AS c
-        WHERE c.period = ANY (v_original.period || v_original.late_periods)
-          AND c.batch_id = v_original.batch_id
+        FROM claim AS c
     ), chosen AS (
         SELECT p.*
         FROM posting AS p

@@ -9,7 +9,8 @@
 -- exactly the range's block (batch.complete_range). A failed
 -- check raises, so the range's output and its DONE mark commit together or not
 -- at all. Returns quietly if the range is already DONE (an orphaned attempt
--- finished it). A reversal's range is handed to batch.process_reversal_range.
+-- finished it). A reversal's range is handed to batch.process_reversal_range,
+-- a range still in stage PREFLIGHT to batch.preflight_range.
 CREATE OR REPLACE PROCEDURE batch.process_range(p_range_id bigint)
 LANGUAGE plpgsql
 SECURITY DEFINER
@@ -58,6 +59,10 @@ BEGIN
         RAISE EXCEPTION 'range % is % and claimed by backend %; claim it with batch.claim_range first',
                         p_range_id, v_range.status, v_range.worker_pid
             USING ERRCODE = 'object_not_in_prerequisite_state';
+    END IF;
+    IF v_range.stage = 'PREFLIGHT' THEN
+        CALL batch.preflight_range(p_range_id);
+        RETURN;
     END IF;
     SELECT * INTO STRICT v_run FROM batch.run AS r WHERE r.batch_id = v_range.batch_id;
     IF v_run.status <> 'ALLOCATED' THEN
@@ -169,7 +174,9 @@ BEGIN
         'stage_journal_entry_line_' || v_run.batch_id)
     INTO v_headers, v_lines, v_unbalanced, v_sources, v_source_amount, v_min_no, v_max_no,
          v_distinct_no, v_digest
-    USING v_run.je_id_base, v_run.je_number_base, v_run.period, v_range.source_type,
+    -- The range's claims count their offsets from claim_offset_base.
+    USING v_run.je_id_base + v_range.claim_offset_base,
+          v_run.je_number_base + v_range.claim_offset_base, v_run.period, v_range.source_type,
           v_range.lo_source_id, v_range.hi_source_id, v_run.batch_id, p_range_id,
           v_range.claim_period, v_late_ids, v_run.seal_version;
 

@@ -4,8 +4,9 @@
 -- FAILED and so is the batch, naming the range and the error. p_attempt is the
 -- attempt number claim_range returned: a failure reported late, after another
 -- worker re-claimed the range, changes nothing. An attempt cut short because
--- the batch left ALLOCATED (another range failed it, or it was cancelled) is
--- not the range's failure: the range goes back to PENDING, the attempt unspent.
+-- the batch left PREFLIGHTING or ALLOCATED (another range failed it, or it
+-- was cancelled) is not the range's failure: the range goes back to PENDING,
+-- the attempt unspent.
 CREATE OR REPLACE PROCEDURE batch.record_range_failure(
     p_range_id bigint,
     p_attempt  integer,
@@ -30,7 +31,7 @@ BEGIN
     END IF;
     SELECT r.max_attempts, r.status INTO v_max, v_status
       FROM batch.run AS r WHERE r.batch_id = v_range.batch_id;
-    IF v_status <> 'ALLOCATED' THEN
+    IF v_status NOT IN ('PREFLIGHTING', 'ALLOCATED') THEN
         UPDATE batch.range
            SET status = 'PENDING', attempts = attempts - 1, worker_pid = NULL
          WHERE range_id = p_range_id;

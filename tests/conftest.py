@@ -76,6 +76,28 @@ def conn(target: db.Target) -> Iterator[psycopg.Connection]:
         yield connection
 
 
+def work_ranges(conn: psycopg.Connection, batch_id: int, worker: str = "test") -> int:
+    """Claim and run, on this autocommit connection, every range of the
+    batch's stage (pre-flight's while PREFLIGHTING, processing's while
+    ALLOCATED), as one worker of the driver would; how many it ran."""
+    done = 0
+    while True:
+        claim = conn.execute("CALL batch.claim_range(%s, %s, NULL, NULL, NULL)",
+                             (batch_id, worker)).fetchone()
+        range_id = claim["p_range_id"] if isinstance(claim, dict) else claim[0]
+        if range_id is None:
+            return done
+        conn.execute("CALL batch.process_range(%s)", (range_id,))
+        done += 1
+
+
+def preflight_and_allocate(conn: psycopg.Connection, batch_id: int) -> None:
+    """Pre-flight (its serial part, then its ranges) and allocation, by hand."""
+    conn.execute("CALL batch.preflight(%s)", (batch_id,))
+    work_ranges(conn, batch_id)
+    conn.execute("CALL batch.allocate_ranges(%s)", (batch_id,))
+
+
 def monthend_cli(target: db.Target, *args: str, timeout: float = 300,
                  check: bool = False, **popen: Any) -> subprocess.CompletedProcess[str]:
     """Run the real `monthend` command against the test database."""

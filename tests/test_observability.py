@@ -20,7 +20,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from psycopg.rows import dict_row
 from rich.console import Console
 
-from conftest import monthend_cli
+from conftest import monthend_cli, preflight_and_allocate
 from monthend import dashboard, display
 
 PERIOD = "2025-01"
@@ -135,8 +135,7 @@ def test_dashboard_of_a_batch_half_processed(target, conn):
                  check=True)
     batch_id = conn.execute("CALL batch.start_run(%s, 2, 300, 3, NULL)",
                             (PERIOD,)).fetchone()["p_batch_id"]
-    conn.execute("CALL batch.preflight(%s)", (batch_id,))
-    conn.execute("CALL batch.allocate_ranges(%s)", (batch_id,))
+    preflight_and_allocate(conn, batch_id)
     for _ in range(4):
         claim = conn.execute("CALL batch.claim_range(%s, 'testhost/w1', NULL, NULL, NULL)",
                              (batch_id,)).fetchone()

@@ -13,7 +13,7 @@ import psycopg
 import pytest
 from psycopg import sql
 
-from conftest import monthend_cli
+from conftest import monthend_cli, preflight_and_allocate
 from monthend import db
 
 TOOL = Path(__file__).resolve().parents[1] / "tools" / "range_ablation.py"
@@ -44,8 +44,7 @@ def allocated(target, conn: psycopg.Connection) -> int:
                  check=True)
     batch_id = db.call_one(conn, "start_run", period=PERIOD, workers=1, range_size=10_000,
                            max_attempts=10, mode="FINAL")["p_batch_id"]
-    db.call(conn, "preflight", batch_id=batch_id)
-    db.call(conn, "allocate_ranges", batch_id=batch_id)
+    preflight_and_allocate(conn, batch_id)
     return batch_id
 
 

@@ -17,7 +17,7 @@ import psycopg
 import pytest
 from psycopg.rows import dict_row
 
-from conftest import monthend_cli
+from conftest import monthend_cli, preflight_and_allocate
 from faults import (
     DEFAULT,
     NOTHING_POSTED,
@@ -224,8 +224,7 @@ def test_live_claimers_range_is_not_claimed_again(target, conn):
     monthend_cli(target, "generate", "--period", PERIOD, "--txns", "1000", check=True)
     batch_id = conn.execute("CALL batch.start_run(%s, 2, 250, 3, NULL)",
                             (PERIOD,)).fetchone()["p_batch_id"]
-    conn.execute("CALL batch.preflight(%s)", (batch_id,))
-    conn.execute("CALL batch.allocate_ranges(%s)", (batch_id,))
+    preflight_and_allocate(conn, batch_id)
 
     def claim(worker: psycopg.Connection, name: str) -> tuple[int, int]:
         row = worker.execute("CALL batch.claim_range(%s, %s, NULL, NULL, NULL)",

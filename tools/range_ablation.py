@@ -140,6 +140,10 @@ def main() -> int:
             conn.execute("UPDATE batch.run SET seal_version = %s WHERE batch_id = %s",
                          (args.seal_version, batch_id))
         conn.execute("CALL batch.preflight(%s)", (batch_id,))
+        # Pre-flight's ranges, claimed and run on this connection.
+        while (claim := conn.execute("CALL batch.claim_range(%s, 'range-ablation', NULL, NULL, "
+                                     "NULL)", (batch_id,)).fetchone())["p_range_id"] is not None:
+            conn.execute("CALL batch.process_range(%s)", (claim["p_range_id"],))
         conn.execute("CALL batch.allocate_ranges(%s)", (batch_id,))
         timings: dict[str, list[float]] = {name: [] for name in names}
         try:

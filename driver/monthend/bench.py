@@ -50,8 +50,8 @@ TARGETS: tuple[tuple[str, str, float, str], ...] = (
     ("scaling", ">=", 1.4, "processing, 1 worker / W workers"),
 )
 
-PHASE_ORDER = ("preflight", "allocation", "processing", "validation", "commit",
-               "post_processing")
+PHASE_ORDER = ("preflight", "preflight_ranges", "allocation", "processing", "validation",
+               "commit", "post_processing")
 SETTING_NAMES = ("server_version", "fsync", "synchronous_commit", "wal_level",
                  "full_page_writes", "shared_buffers", "work_mem", "maintenance_work_mem",
                  "max_wal_size", "jit")
@@ -204,7 +204,9 @@ def _baseline(target: db.Target, period: str, options: BenchOptions, log: Log,
         log(f"scaling baseline: batch {batch_id}, 1 worker, pre-flight to validation")
         try:
             db.call(conn, "preflight", batch_id=batch_id)
-            _expect(conn, batch_id, "PREFLIGHTED")
+            _expect(conn, batch_id, "PREFLIGHTING")
+            runner.process_ranges(target, batch_id, 1, run_options.worker_prefix,
+                                  runner.Progress())
             db.call(conn, "allocate_ranges", batch_id=batch_id)
             _expect(conn, batch_id, "ALLOCATED")
             log("scaling baseline: processing")

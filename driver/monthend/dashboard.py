@@ -129,7 +129,7 @@ def _time_line(data: dict[str, Any]) -> Text:
     if eta is not None and m["phase"] == "processing":
         finish = datetime.fromisoformat(data["generated_at"]).timestamp() + float(eta)
         text.append(f" · ETA {duration(eta)} ({time.strftime('%H:%M:%S', time.localtime(finish))})")
-    elif eta is None and m["status"] in ("STARTED", "PREFLIGHTED", "ALLOCATED"):
+    elif eta is None and m["status"] in ("STARTED", "PREFLIGHTING", "PREFLIGHTED", "ALLOCATED"):
         text.append(" · ETA after the first ranges")
     if m["projected_seconds"] is not None and m["phase"] == "processing":
         text.append(" · projected ")

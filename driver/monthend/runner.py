@@ -371,6 +371,22 @@ def process_ranges(target: db.Target, batch_id: int, workers: int, worker_prefix
     return reports
 
 
+def _run_workers(target: db.Target, session: _Session, batch_id: int, status: str,
+                 options: RunOptions, progress: Progress) -> dict[str, Any]:
+    """The batch's workers through the ranges of its stage (pre-flight's while
+    PREFLIGHTING, processing's while ALLOCATED); the batch's status after."""
+    reports = process_ranges(target, batch_id, options.workers, options.worker_prefix,
+                             progress, options.max_connections)
+    row = session.status()
+    if row["status"] == status and row["stage_ranges_left"]:
+        problems = "; ".join(r.error for r in reports if r.error) or "workers stopped"
+        stage = "pre-flight" if status == "PREFLIGHTING" else "processing"
+        raise RunFailed(f"batch {batch_id} is unfinished ({row['stage_ranges_left']} ranges "
+                        f"left to {stage}): {problems}\n"
+                        f"Finish it with `monthend resume {batch_id}`.")
+    return row
+
+
 def drive(target: db.Target, batch_id: int, options: RunOptions,
           progress: Progress | None = None) -> dict[str, Any]:
     """Take a batch from whatever status it has to COMMITTED and post-processed
@@ -391,20 +407,18 @@ def drive(target: db.Target, batch_id: int, options: RunOptions,
             if status == "STARTED":
                 progress.on_phase("preflight")
                 session.phase("preflight", status)
+            elif status == "PREFLIGHTING":
+                progress.on_phase("preflight_ranges")
+                row = _run_workers(target, session, batch_id, status, options, progress)
+                if row["status"] == status:
+                    progress.on_phase("allocation")
+                    session.phase("allocate_ranges", status)
             elif status == "PREFLIGHTED":
                 progress.on_phase("allocation")
                 session.phase("allocate_ranges", status)
             elif status == "ALLOCATED":
                 progress.on_phase("processing")
-                reports = process_ranges(target, batch_id, options.workers,
-                                         options.worker_prefix, progress,
-                                         options.max_connections)
-                row = session.status()
-                if row["status"] == "ALLOCATED" and row["ranges_done"] != row["range_count"]:
-                    problems = "; ".join(r.error for r in reports if r.error) or "workers stopped"
-                    raise RunFailed(f"batch {batch_id} is unfinished ({row['ranges_done']} of "
-                                    f"{row['range_count']} ranges done): {problems}\n"
-                                    f"Finish it with `monthend resume {batch_id}`.")
+                row = _run_workers(target, session, batch_id, status, options, progress)
                 if row["status"] == "ALLOCATED":
                     progress.on_phase("validation")
                     session.phase("validate_batch", status)

@@ -25,6 +25,7 @@ SELECT r.batch_id,
        r.status,
        CASE r.status
            WHEN 'STARTED' THEN 'preflight'
+           WHEN 'PREFLIGHTING' THEN 'preflight'
            WHEN 'PREFLIGHTED' THEN 'allocation'
            WHEN 'ALLOCATED' THEN CASE WHEN p.processing THEN 'processing' ELSE 'validation' END
            WHEN 'PROCESSED' THEN 'validation'

@@ -29,14 +29,22 @@ SELECT r.batch_id,
        r.reverses_batch_id,
        r.reversal_reason,
        r.reversal_method,
-       r.mode
+       r.mode,
+       -- Ranges left in the batch's stage: to pre-flight (PREFLIGHTING) or
+       -- to process (ALLOCATED).
+       CASE r.status WHEN 'PREFLIGHTING' THEN g.ranges_to_preflight
+                     WHEN 'ALLOCATED' THEN g.ranges_to_process ELSE 0 END AS stage_ranges_left,
+       g.ranges_to_preflight
 FROM batch.run AS r
 LEFT JOIN LATERAL (
     SELECT count(*) FILTER (WHERE rg.status = 'DONE')    AS ranges_done,
            count(*) FILTER (WHERE rg.status = 'RUNNING') AS ranges_running,
            count(*) FILTER (WHERE rg.status = 'FAILED')  AS ranges_failed,
            coalesce(sum(rg.attempts - 1) FILTER (WHERE rg.attempts > 1), 0) AS retries,
-           coalesce(sum(rg.row_count) FILTER (WHERE rg.status = 'DONE'), 0) AS rows_done
+           coalesce(sum(rg.row_count) FILTER (WHERE rg.status = 'DONE'), 0) AS rows_done,
+           count(*) FILTER (WHERE rg.stage = 'PREFLIGHT') AS ranges_to_preflight,
+           count(*) FILTER (WHERE rg.stage = 'PROCESS' AND rg.status <> 'DONE')
+               AS ranges_to_process
     FROM batch.range AS rg WHERE rg.batch_id = r.batch_id
 ) AS g ON true;
 
