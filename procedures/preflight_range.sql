@@ -62,5 +62,3 @@ BEGIN
     PERFORM pg_advisory_unlock(batch.lock_key('range_claim', p_range_id));
 END
 $$;
-
-GRANT EXECUTE ON PROCEDURE batch.preflight_range(bigint) TO monthend_runner;

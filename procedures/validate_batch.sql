@@ -1,6 +1,7 @@
 -- Phase 6, pre-commit validation. Takes an ALLOCATED batch whose ranges are all
--- DONE. Builds the staging tables' indexes (so ATTACH at commit finds them and
--- builds nothing) and checks, writing one validation_result row each:
+-- DONE and whose staging tables the workers have counted and indexed
+-- (batch.prepare_stage_table: ATTACH at commit then finds the indexes and
+-- builds nothing). Checks, writing one validation_result row each:
 --   ranges_done            every range DONE
 --   reconciliation_count   posted + dead-lettered = source rows, per type and currency
 --   reconciliation_amount  the same in amount
@@ -8,6 +9,7 @@
 --   numbering_gapless      the ranges' blocks tile 1..N exactly
 --   claims_posted_once     every claim of the batch posted exactly once
 --   staging_row_counts     the staging tables hold what the ranges recorded
+--                          (the latest counts prepare_stage_table took)
 -- All pass: the batch is VALIDATED, or, a draft, DRAFT (its digest recorded
 -- and DRAFT_BUILT entered in the audit chain). Any fails: it is FAILED,
 -- nothing is published.
@@ -25,9 +27,9 @@ DECLARE
     v_unbalanced  text;
     v_tiling      text;
     v_posted      bigint;
-    v_headers     bigint;
-    v_lines       bigint;
     v_exp_lines   bigint;
+    v_unprepared  bigint;
+    v_stage_counts text;
     v_failures    text[] := '{}'::text[];
     v_header_tbl  text := 'stage_journal_entry_header_' || p_batch_id;
     v_line_tbl    text := 'stage_journal_entry_line_' || p_batch_id;
@@ -150,21 +152,35 @@ BEGIN
                                            v_posted);
     END IF;
 
-    IF v_run.je_count > 0 THEN
-        EXECUTE format('SELECT count(*) FROM batch.%I', v_header_tbl) INTO v_headers;
-        EXECUTE format('SELECT count(*) FROM batch.%I', v_line_tbl) INTO v_lines;
-    ELSE
-        v_headers := 0;
-        v_lines := 0;
+    -- The staging tables' counts and indexes (batch.prepare_stage_table, run
+    -- by the workers side by side): the latest count of each must match.
+    SELECT count(*) FILTER (WHERE x.status IS NULL),
+           string_agg(x.actual, ', ' ORDER BY x.check_name) FILTER (WHERE x.status = 'FAIL')
+      INTO v_unprepared, v_stage_counts
+      FROM (VALUES ('staging_header_rows'), ('staging_line_rows')) AS c (check_name)
+      LEFT JOIN LATERAL (
+          SELECT vr.status, vr.actual, vr.check_name
+          FROM batch.validation_result AS vr
+          WHERE vr.batch_id = p_batch_id AND vr.check_name = c.check_name
+          ORDER BY vr.validation_id DESC
+          LIMIT 1) AS x ON true;
+    IF v_unprepared > 0 OR (v_run.je_count > 0 AND
+            (to_regclass(format('batch.%I', v_header_tbl || '_pkey')) IS NULL
+             OR to_regclass(format('batch.%I', v_line_tbl || '_je_id_brin')) IS NULL)) THEN
+        RAISE EXCEPTION 'batch %: its staging tables are not prepared', p_batch_id
+            USING ERRCODE = 'object_not_in_prerequisite_state',
+                  HINT = format('CALL batch.prepare_stage_table(%s, ''header'') and (%s, ''line''), '
+                                'or "monthend resume %s".', p_batch_id, p_batch_id, p_batch_id);
     END IF;
     SELECT coalesce(sum(rg.line_count), 0) INTO v_exp_lines
       FROM batch.range AS rg WHERE rg.batch_id = p_batch_id;
     IF NOT batch.record_check(p_batch_id, NULL, 'pre-commit', 'staging_row_counts',
-                              v_headers = v_run.je_count AND v_lines = v_exp_lines,
+                              v_stage_counts IS NULL,
                               format('%s headers, %s lines', v_run.je_count, v_exp_lines),
-                              format('%s headers, %s lines', v_headers, v_lines)) THEN
-        v_failures := v_failures || format('staging holds %s headers and %s lines', v_headers,
-                                           v_lines);
+                              coalesce('staging holds ' || v_stage_counts,
+                                       format('%s headers, %s lines', v_run.je_count,
+                                              v_exp_lines))) THEN
+        v_failures := v_failures || ('staging holds ' || v_stage_counts);
     END IF;
 
     IF cardinality(v_failures) > 0 THEN
@@ -182,18 +198,6 @@ BEGIN
         RETURN;
     END IF;
 
-    -- The indexes ATTACH will adopt, built once over the finished tables.
-    IF v_run.je_count > 0 THEN
-        -- A constraint, not a bare unique index: ATTACH adopts an index for the
-        -- parent's primary key only if it backs a constraint.
-        IF to_regclass(format('batch.%I', v_header_tbl || '_pkey')) IS NULL THEN
-            EXECUTE format('ALTER TABLE batch.%I ADD CONSTRAINT %I PRIMARY KEY (je_id, je_date, batch_id)',
-                           v_header_tbl, v_header_tbl || '_pkey');
-        END IF;
-        EXECUTE format('CREATE INDEX IF NOT EXISTS %I ON batch.%I USING brin (je_id) '
-                       'WITH (pages_per_range = 16)', v_line_tbl || '_je_id_brin', v_line_tbl);
-    END IF;
-
     -- A draft stops here, validated, outside the ledger: its digest is the one
     -- its commit will seal.
     UPDATE batch.run AS r
@@ -201,7 +205,7 @@ BEGIN
            digest = CASE r.mode WHEN 'DRAFT' THEN (SELECT d.digest
                                                    FROM batch.batch_digest(p_batch_id) AS d)
                     END,
-           line_count = v_lines,
+           line_count = v_exp_lines,
            phase_seconds = r.phase_seconds || jsonb_build_object('processing',
                (SELECT round(coalesce(extract(epoch FROM max(rg.finished_at) - min(rg.started_at)),
                                       0)::numeric, 3)

@@ -292,17 +292,21 @@ def wait_for_lock_wait(conn: psycopg.Connection, query_like: str,
 # ranges through and then block one phase on a lock it needs, taken from a
 # second connection while the ranges are still held (so the phase cannot have
 # started yet):
-# - preflight: SHARE on the period's claim partition. Pre-flight reads it
-#   (ACCESS SHARE, compatible), classifies the period's rows and writes their
-#   dead letters and control totals, then waits for ROW EXCLUSIVE to write the
-#   claims: all of it uncommitted.
+# - preflight: SHARE on batch.range. Pre-flight's serial part gates the batch,
+#   sweeps the strays (their dead letters and control totals written), then
+#   waits for ROW EXCLUSIVE to cut the period's rows into ranges: all of it
+#   uncommitted.
+# - preflight_ranges: SHARE on the period's claim partition. The workers
+#   claim pre-flight's ranges, lock and classify their rows, write their dead
+#   letters and control totals, then wait for ROW EXCLUSIVE to write the
+#   claims, each inside batch.process_range (batch.preflight_range).
 # - allocation: SHARE UPDATE EXCLUSIVE on gl.posting_rule. Pre-flight only reads
-#   it; allocate_ranges takes the batch's je_id block and writes its ranges,
-#   then waits to ANALYZE it (SHARE UPDATE EXCLUSIVE conflicts with itself).
-# - validation: ACCESS SHARE on the batch's staging header table. validate_batch
-#   reads it (ACCESS SHARE, compatible), records every check, then needs ACCESS
-#   EXCLUSIVE to add the primary key ATTACH will adopt: it waits there with all
-#   its checks written but uncommitted.
+#   it; allocate_ranges places the ranges, takes the batch's je_id block, then
+#   waits to ANALYZE it (SHARE UPDATE EXCLUSIVE conflicts with itself).
+# - validation: ACCESS SHARE on the batch's staging header table.
+#   prepare_stage_table counts its rows (ACCESS SHARE, compatible), then needs
+#   ACCESS EXCLUSIVE to add the primary key ATTACH will adopt: it waits there,
+#   uncommitted, beside the line table's preparation.
 # - commit_attach: ACCESS SHARE on the staging line table. Validation only reads
 #   it and builds an index on it (SHARE, compatible); commit_batch attaches the
 #   header table, moves and renames it, then waits for ACCESS EXCLUSIVE to
@@ -315,11 +319,17 @@ def wait_for_lock_wait(conn: psycopg.Connection, query_like: str,
 #   record is appended under the same row lock.
 # - post_processing: SHARE on batch.kpi, which only post-processing writes: the
 #   batch is committed and post_process waits to record its KPIs.
-HOLD_POINTS = ("preflight", "allocation", "processing", "validation", "commit_attach",
-               "commit_seal", "post_processing")
-EARLY_POINTS = ("preflight", "allocation")
-_PHASE_QUERY = {"preflight": "%batch.preflight%", "allocation": "%batch.allocate_ranges%",
-                "validation": "%batch.validate_batch%", "commit_attach": "%batch.commit_batch%",
+HOLD_POINTS = ("preflight", "preflight_ranges", "allocation", "processing", "validation",
+               "commit_attach", "commit_seal", "post_processing")
+EARLY_POINTS = ("preflight", "preflight_ranges", "allocation")
+# Where the held backends are the batch's workers, each with a range: a fault
+# there fails an attempt at a range, which the workers retry.
+WORKER_POINTS = ("preflight_ranges", "processing")
+_PHASE_QUERY = {"preflight": "%batch.preflight%",
+                "preflight_ranges": "%batch.process_range%",
+                "allocation": "%batch.allocate_ranges%",
+                "validation": "%batch.prepare_stage_table%",
+                "commit_attach": "%batch.commit_batch%",
                 "commit_seal": "%batch.commit_batch%", "post_processing": "%batch.post_process%"}
 
 
@@ -338,6 +348,8 @@ class RunHold:
 
     def install(self) -> RunHold:
         if self.point == "preflight":
+            self._lock("LOCK TABLE batch.range IN SHARE MODE")
+        elif self.point == "preflight_ranges":
             self._lock(f"LOCK TABLE batch.source_claim_{self.period.replace('-', '_')} "
                        "IN SHARE MODE")
         elif self.point == "allocation":
@@ -355,7 +367,7 @@ class RunHold:
         ranges are let go, without waiting for the phase to block on it (a
         lock_timeout may end the wait before the test could see it)."""
         if self.point in EARLY_POINTS:
-            batch_id = wait_for_status(self.conn, None, {"STARTED", "PREFLIGHTED"},
+            batch_id = wait_for_status(self.conn, None, {"STARTED", "PREFLIGHTING"},
                                        proc)["batch_id"]
             if not wait_phase:
                 return {"batch_id": batch_id, "held": [], "waiting": []}

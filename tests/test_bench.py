@@ -22,6 +22,7 @@ BENCH_FIELDS = {
     "phase_seconds", "commit_seconds", "scaling", "scaling_detail", "raw_write_seconds",
     "ratio", "raw_write", "checkpoint_before_passes", "driver_peak_rss_mb", "targets",
     "wal_bytes", "wal_records", "wal_full_page_images", "wal_bytes_per_million_source_rows",
+    "parallel_seconds", "serial_seconds", "serial_share",
 }
 SETTINGS = {"server_version", "fsync", "synchronous_commit", "wal_level", "full_page_writes",
             "shared_buffers", "work_mem", "maintenance_work_mem", "max_wal_size", "jit",
@@ -30,6 +31,7 @@ PHASES = {"preflight", "preflight_ranges", "allocation", "processing", "validati
           "post_processing"}
 # The requirements each figure is judged against, as the README states them.
 REQUIREMENTS = {"source_txns_per_second": (">=", 50_000), "ratio": ("<=", 1.5),
+                "serial_share": ("<=", 0.05),
                 "commit_seconds": ("<=", 1.0), "driver_peak_rss_mb": ("<=", 100),
                 "scaling": (">=", 1.4)}
 
@@ -103,6 +105,11 @@ def test_bench_reports_every_field(target, conn):
     assert result["raw_write_seconds"] > 0
     assert result["ratio"] > 0
     assert scratch_tables(conn) == []
+    # Two workers: some of the run had both busy, never more than all of it.
+    assert 0 < result["parallel_seconds"] < result["end_to_end_seconds"]
+    assert result["serial_seconds"] == pytest.approx(
+        result["end_to_end_seconds"] - result["parallel_seconds"], abs=0.002)
+    assert 0 < result["serial_share"] < 1
 
     assert result["targets"].keys() == REQUIREMENTS.keys()
     for name, judged in result["targets"].items():

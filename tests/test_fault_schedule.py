@@ -1,6 +1,7 @@
 """A seeded random schedule of faults. Each seed chooses a fault, the point it
-hits (after k ranges are done, or inside pre-flight, allocation, validation,
-the commit's attach, the commit's seal or post-processing: faults.HOLD_POINTS),
+hits (after k ranges are done, or inside pre-flight's serial part or its
+ranges, allocation, validation, the commit's attach, the commit's seal or
+post-processing: faults.HOLD_POINTS),
 the number of workers,
 the data set, how the run is recovered, and whether it is a final run or a
 draft (a draft meets the points before its commit; recovered, it is built to
@@ -39,6 +40,7 @@ from conftest import monthend_cli
 from faults import (
     DEFAULT,
     HOLD_POINTS,
+    WORKER_POINTS,
     Dataset,
     RunHold,
     assert_all_or_nothing,
@@ -65,7 +67,7 @@ QUICK_SEEDS = (2, 7, 17, 1013)
 SLOW_FIRST_SEED = int(os.environ.get("MONTHEND_FAULT_FIRST_SEED", "1000"))
 SLOW_ITERATIONS = int(os.environ.get("MONTHEND_FAULT_ITERATIONS", "100"))
 
-PHASES_ONLY = tuple(p for p in HOLD_POINTS if p != "processing")
+PHASES_ONLY = tuple(p for p in HOLD_POINTS if p not in WORKER_POINTS)
 # A timeout could end the wait for the seal's lock before the commit is reached
 # (the seal is reached through a blocked validation): timeouts hit the others.
 TIMEOUT_POINTS = tuple(p for p in HOLD_POINTS if p != "commit_seal")
@@ -77,14 +79,14 @@ FAULT_POINTS: dict[str, tuple[str, ...]] = {
     "server_stop": HOLD_POINTS,
     "statement_timeout": TIMEOUT_POINTS,
     "lock_timeout": TIMEOUT_POINTS,
-    "joiner_sigkill": ("processing",),
+    "joiner_sigkill": WORKER_POINTS,
 }
 # These crash the whole server: they run on a cluster of their own.
 PRIVATE_FAULTS = {"backend_sigkill", "server_stop"}
 DATASETS = (DEFAULT, Dataset(txns=2000, bad_rows="0.05", seed=3, range_size=150))
 TIMEOUTS = {"statement_timeout": "3s", "lock_timeout": "2s"}
 # The points a draft's own run passes (its commit is the finalize's).
-DRAFT_POINTS = ("preflight", "allocation", "processing", "validation")
+DRAFT_POINTS = ("preflight", "preflight_ranges", "allocation", "processing", "validation")
 
 
 @dataclass(frozen=True)
@@ -248,7 +250,7 @@ class Trial:
     def backend_terminate(self, hold: RunHold, proc: Any, reached: dict) -> None:
         victim = reached["waiting"][0]
         self.conn.execute("SELECT pg_terminate_backend(%s)", (victim,))
-        if self.plan.point == "processing":
+        if self.plan.point in WORKER_POINTS:
             self.range_failed(proc)
         else:
             # The driver reconnects and calls the phase again, which waits on
@@ -260,7 +262,7 @@ class Trial:
 
     def backend_cancel(self, hold: RunHold, proc: Any, reached: dict) -> None:
         self.conn.execute("SELECT pg_cancel_backend(%s)", (reached["waiting"][0],))
-        if self.plan.point == "processing":
+        if self.plan.point in WORKER_POINTS:
             self.range_failed(proc)
         else:
             # A cancelled phase fails the run: the driver says how to finish.
@@ -274,7 +276,7 @@ class Trial:
         self.settle(proc)
 
     def _timeout(self, hold: RunHold, proc: Any) -> None:
-        if self.plan.point == "processing":
+        if self.plan.point in WORKER_POINTS:
             self.range_failed(proc)
             hold.release()
             self.settle(proc)

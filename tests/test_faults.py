@@ -10,6 +10,7 @@ mid-range, cancel, and a server crash mid-range are in test_resume.py.
 from __future__ import annotations
 
 import json
+import socket
 from decimal import Decimal
 
 import psycopg
@@ -188,8 +189,8 @@ def test_range_whose_backend_crashes_every_time_fails_the_batch(private_cluster,
 # --- 4. the server stopped with -m immediate during a phase --------------------------
 
 
-@pytest.mark.parametrize("point", ["preflight", "allocation", "validation", "commit_attach",
-                                   "commit_seal", "post_processing"])
+@pytest.mark.parametrize("point", ["preflight", "preflight_ranges", "allocation", "validation",
+                                   "commit_attach", "commit_seal", "post_processing"])
 def test_server_stop_immediate_during_phase(private_cluster, clean_fingerprint, point):
     """`pg_ctl stop -m immediate` (no shutdown checkpoint, crash recovery at the
     next start) while the driver's backend waits inside a phase on a lock the
@@ -205,7 +206,9 @@ def test_server_stop_immediate_during_phase(private_cluster, clean_fingerprint, 
             proc = start_cli(target, *DEFAULT.run_args())
             reached = hold.reach(proc)
             batch_id = reached["batch_id"]
-            assert reached["application_name"] == "monthend driver"
+            assert reached["application_name"] == {
+                "preflight_ranges": f"monthend {socket.gethostname()}/w1",
+                "validation": "monthend stage"}.get(point, "monthend driver")
             status_before = batch_status(conn, batch_id)
             private_cluster.stop("immediate")
             kill_process(proc)
@@ -215,22 +218,25 @@ def test_server_stop_immediate_during_phase(private_cluster, clean_fingerprint, 
 
         is_in = assert_all_or_nothing(conn, batch_id)
         assert is_in == (point == "post_processing")
-        expected_status = {"preflight": "STARTED", "allocation": "PREFLIGHTED",
+        expected_status = {"preflight": "STARTED", "preflight_ranges": "PREFLIGHTING",
+                           "allocation": "PREFLIGHTING",
                            "validation": "ALLOCATED", "commit_attach": "VALIDATED",
                            "commit_seal": "VALIDATED", "post_processing": "COMMITTED"}[point]
         assert status_before == batch_status(conn, batch_id) == expected_status
-        if point in ("preflight", "allocation"):
-            # The dead letters and claims, or the ranges and the je_id block,
-            # went with the phase's transaction.
+        if point in ("preflight", "preflight_ranges", "allocation"):
+            # The serial part's ranges, the held ranges' dead letters and
+            # claims, or the ranges' places and the je_id block, went with the
+            # phase's transaction.
             left = conn.execute("""
                 SELECT (SELECT count(*) FROM batch.dead_letter) AS dead_letters,
                        (SELECT count(*) FROM batch.source_claim) AS claims,
                        (SELECT count(*) FROM batch.range) AS ranges,
                        (SELECT next_je_id FROM gl.je_id_allocator) AS next_je_id
                 """).fetchone()
-            assert left["ranges"] == 0 and left["next_je_id"] == 1, left
+            assert left["next_je_id"] == 1, left
+            assert (left["ranges"] == 0) == (point == "preflight"), left
             assert (left["dead_letters"] == 0) == (left["claims"] == 0) == (
-                point == "preflight"), left
+                point != "allocation"), left
             assert stage_tables(conn) == []
         if point == "validation":
             # The checks it had written went with its transaction.
@@ -289,11 +295,13 @@ def test_orphaned_backend_commits_resume_does_not_repeat(target, conn, clean_fin
             wait_for(resume_waits, "resume's workers to be held beside the orphans",
                      proc=resumer)
         else:
-            # Resume calls the same phase and waits for the orphan's row lock
-            # on the batch.
-            phase = "validate_batch" if point == "validation" else "commit_batch"
+            # Resume calls the same phase and waits for the orphan: its lock
+            # on the staging table, or its row lock on the batch.
+            phase, application = (("prepare_stage_table", "monthend stage")
+                                  if point == "validation"
+                                  else ("commit_batch", "monthend driver"))
             waiting = wait_for_lock_wait(conn, f"%batch.{phase}%", resumer,
-                                         application_like="monthend driver",
+                                         application_like=application,
                                          exclude=orphans)
             blockers = conn.execute("SELECT pg_blocking_pids(%s) AS pids",
                                     (waiting["pid"],)).fetchone()["pids"]

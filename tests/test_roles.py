@@ -35,6 +35,7 @@ RUN_ROUTINES = [
     "batch.claim_range(bigint,text,bigint,integer,integer)",
     "batch.process_range(bigint)",
     "batch.record_range_failure(bigint,integer,text)",
+    "batch.prepare_stage_table(bigint,text)",
     "batch.validate_batch(bigint)",
     "batch.commit_batch(bigint)",
     "batch.post_process(bigint)",
@@ -68,7 +69,8 @@ RUNNER_REPORTS = ["gl.large_transaction_report(text,numeric,bigint)",
 AUDITOR_REPORTS = [*RUNNER_REPORTS, "audit.integrity_report(text)"]
 # Observability (sql/views/): read-only functions behind the dashboard, KPIs and
 # health, for both roles; the runner also records alerts and KPIs.
-OBSERVE_ROUTINES = ["batch.dashboard(bigint)", "batch.compute_kpi(bigint)",
+OBSERVE_ROUTINES = ["batch.dashboard(bigint)", "batch.batch_worker_phase(bigint)",
+                    "batch.compute_kpi(bigint)",
                     "batch.statement_stats(integer)", "batch.monitor_setting_value(text)",
                     # The je_number format, for queries of either role.
                     "gl.format_je_number(text,bigint)",

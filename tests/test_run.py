@@ -364,6 +364,8 @@ def test_nothing_is_visible_before_the_commit(target, conn):
             call("CALL batch.process_range(%s)", claim["p_range_id"])
             processed += 1
             assert ledger_counts(conn) == (0, 0)
+        for table in ("header", "line"):
+            call("CALL batch.prepare_stage_table(%s, %s)", batch_id, table)
         call("CALL batch.validate_batch(%s)", batch_id)
         run = conn.execute("SELECT status, je_count, line_count, range_count FROM batch.run "
                            "WHERE batch_id = %s", (batch_id,)).fetchone()

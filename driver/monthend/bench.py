@@ -45,6 +45,7 @@ SCALING_COMPARES = ("the processing phase (every range claimed and processed, fi
 TARGETS: tuple[tuple[str, str, float, str], ...] = (
     ("source_txns_per_second", ">=", 50_000, "end to end, source transactions/s"),
     ("ratio", "<=", 1.5, "end to end / raw write"),
+    ("serial_share", "<=", 0.05, "wall time with fewer than two backends busy / end to end"),
     ("commit_seconds", "<=", 1.0, "commit, seconds"),
     ("driver_peak_rss_mb", "<=", 100, "driver peak RSS, MB"),
     ("scaling", ">=", 1.4, "processing, 1 worker / W workers"),
@@ -220,6 +221,7 @@ def _baseline(target: db.Target, period: str, options: BenchOptions, log: Log,
                                 f"{row['ranges_done']} of {row['range_count']} ranges done: "
                                 f"{problems}")
             log("scaling baseline: validation")
+            runner.prepare_stage(target, batch_id, run_options)
             db.call(conn, "validate_batch", batch_id=batch_id)
             row = _expect(conn, batch_id, "VALIDATED")
         except (MonthendError, KeyboardInterrupt):
@@ -284,7 +286,14 @@ def _measured_run(target: db.Target, period: str, options: BenchOptions, log: Lo
     )
     with db.connect(target, application_name="monthend bench") as conn:
         ranges = db.call_one(conn, "bench_range_seconds", batch_id=batch_id) or {}
+        parallel = db.call_one(conn, "bench_parallel_seconds", batch_id=batch_id) or {}
         _wal(conn, wal_before, summary["source_rows"], result)
+    # The serial share: the part of the run's wall time during which fewer
+    # than two of its backends were busy.
+    parallel_seconds = float(parallel.get("parallel_seconds") or 0)
+    result["parallel_seconds"] = round(parallel_seconds, 3)
+    result["serial_seconds"] = round(max(end_to_end - parallel_seconds, 0), 3)
+    result["serial_share"] = round(result["serial_seconds"] / end_to_end, 4) if end_to_end else None
     seal = summary.get("seal_seconds")
     if seal is None:
         seal = ranges.get("seal_seconds")
@@ -427,6 +436,7 @@ def run(target: db.Target, options: BenchOptions, log: Log,
         "end_to_end_seconds": None, "source_txns_per_second": None,
         "journal_entries_per_second": None, "journal_lines_per_second": None,
         "phase_seconds": None, "commit_seconds": None,
+        "parallel_seconds": None, "serial_seconds": None, "serial_share": None,
         "wal_bytes": None, "wal_records": None, "wal_full_page_images": None,
         "wal_bytes_per_million_source_rows": None,
         "scaling": None,
@@ -553,6 +563,9 @@ def render(result: dict[str, Any]) -> Any:
             row(f"  {phase} seconds", float(seconds))
     if "commit" not in phases:
         row("  commit seconds", result["commit_seconds"], "commit_seconds")
+    share = result.get("serial_share")
+    row("serial seconds (fewer than two backends busy)", result.get("serial_seconds"))
+    row("serial share of end to end", None if share is None else f"{share:.1%}", "serial_share")
     if result.get("wal_bytes") is not None:
         row("WAL written, MB", result["wal_bytes"] / 1e6, digits=1)
         row("WAL per million source rows, MB",

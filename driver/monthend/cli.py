@@ -374,12 +374,12 @@ def resume(ctx: click.Context, batch_id: int, workers: int, max_connections: int
 @handle_errors
 def work(ctx: click.Context, batch_id: int, workers: int, max_connections: int | None,
          as_json: bool) -> None:
-    """Join a running batch from another host: claim and process its ranges."""
+    """Join a running batch from another host: claim and run its ranges, of
+    pre-flight and of processing, until none is left."""
     target = target_of(ctx)
     display = RunDisplay(quiet=as_json)
-    reports = runner.process_ranges(target, batch_id, workers,
-                                    runner.RunOptions().worker_prefix, display.hooks(),
-                                    max_connections)
+    reports = runner.join_batch(target, batch_id, workers, runner.RunOptions().worker_prefix,
+                                display.hooks(), max_connections)
     display.close()
     result = {"batch_id": batch_id,
               "ranges_processed": sum(r.ranges for r in reports),

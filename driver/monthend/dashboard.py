@@ -194,6 +194,14 @@ def _workers_line(data: dict[str, Any]) -> Text:
     return text
 
 
+def _phases_line(data: dict[str, Any]) -> Text:
+    """Each working connection: its name, phase and range."""
+    parts = [f"{w['worker'].rsplit('/', 1)[-1]} {w['phase']}"
+             + (f" #{w['range_no']}" if w["range_no"] is not None else "")
+             for w in data.get("workers") or []]
+    return Text(" · ".join(parts) if parts else "none at work")
+
+
 def _database_line(data: dict[str, Any]) -> Text:
     d = data["database"]
     ratio = d["cache_hit_ratio"]
@@ -288,6 +296,7 @@ def render(data: dict[str, Any], width: int = 80, height: int = 24,
     sections += [
         (5, "latency", [_latency_line(data)]),
         (6, "workers", [_workers_line(data)]),
+        (4, "at work", [_phases_line(data)]),
         (7, "database", [_database_line(data)]),
         (9, "queries", [_queries_line(data)]),
         (8, "checks", [_checks_line(data)]),

@@ -14,7 +14,8 @@ CALL batch.start_reversal(%(reverses_batch_id)s, %(reason)s, %(note)s, %(method)
 CALL batch.preflight(%(batch_id)s);
 
 -- name: allocate_ranges
--- Phase 2: ranges, je_id and je_number blocks, staging tables.
+-- Phase 2 (a run's end of pre-flight): ranges placed, je_id and je_number
+-- blocks, staging tables.
 CALL batch.allocate_ranges(%(batch_id)s);
 
 -- name: claim_range
@@ -22,12 +23,17 @@ CALL batch.allocate_ranges(%(batch_id)s);
 CALL batch.claim_range(%(batch_id)s, %(worker)s, NULL, NULL, NULL);
 
 -- name: process_range
--- Phases 4 and 5 for one claimed range.
+-- One claimed range: pre-flight's (classify and claim) or processing's
+-- (phases 4 and 5).
 CALL batch.process_range(%(range_id)s);
 
 -- name: record_range_failure
 -- A range attempt failed: back off and retry, or fail the batch.
 CALL batch.record_range_failure(%(range_id)s, %(attempt)s, %(error)s);
+
+-- name: prepare_stage_table
+-- Phase 6, one staging table: counted, its index built (two run side by side).
+CALL batch.prepare_stage_table(%(batch_id)s, %(table)s);
 
 -- name: validate_batch
 -- Phase 6: pre-commit validation.
@@ -388,6 +394,40 @@ FROM pg_stat_wal AS w;
 -- name: bench_wal_since
 -- The WAL written since a position, in bytes.
 SELECT pg_wal_lsn_diff(pg_current_wal_lsn(), %(lsn)s::pg_lsn)::bigint AS bytes;
+
+-- name: bench_parallel_seconds
+-- How long at least two of a batch's backends were busy at once: over the
+-- intervals its workers worked (pre-flight's ranges, processing's ranges, the
+-- preparation of its two staging tables), a sweep that counts the intervals
+-- open at each moment. The rest of the run's wall time is its serial part.
+WITH busy AS (
+    SELECT rg.preflight_started_at AS lo, rg.preflight_finished_at AS hi
+    FROM batch.range AS rg
+    WHERE rg.batch_id = %(batch_id)s AND rg.preflight_started_at IS NOT NULL
+    UNION ALL
+    SELECT rg.started_at, rg.finished_at
+    FROM batch.range AS rg
+    WHERE rg.batch_id = %(batch_id)s AND rg.status = 'DONE'
+    UNION ALL
+    SELECT (e.detail ->> 'started_at')::timestamptz,
+           (e.detail ->> 'started_at')::timestamptz
+               + (e.detail ->> 'seconds')::numeric * interval '1 second'
+    FROM batch.event AS e
+    WHERE e.batch_id = %(batch_id)s AND e.kind = 'STAGE_PREPARED'
+), edge AS (
+    SELECT b.lo AS at, 1 AS step FROM busy AS b
+    UNION ALL
+    SELECT b.hi, -1 FROM busy AS b
+), level AS (
+    -- At one instant, ends before starts: touching intervals do not overlap.
+    SELECT e.at, sum(e.step) OVER w AS open, lead(e.at) OVER w AS next_at
+    FROM edge AS e
+    WINDOW w AS (ORDER BY e.at, e.step ROWS UNBOUNDED PRECEDING)
+)
+SELECT round(coalesce(sum(extract(epoch FROM l.next_at - l.at)) FILTER (WHERE l.open >= 2),
+                      0)::numeric, 3) AS parallel_seconds,
+       (SELECT count(*) FROM busy) AS intervals
+FROM level AS l;
 
 -- name: bench_range_seconds
 -- Worker seconds spent in a batch's done ranges, and the seal's part of them

@@ -371,6 +371,36 @@ def process_ranges(target: db.Target, batch_id: int, workers: int, worker_prefix
     return reports
 
 
+STAGE_TABLES = ("header", "line")
+
+
+def prepare_stage(target: db.Target, batch_id: int, options: RunOptions) -> None:
+    """Validation's heavy half: the batch's staging tables counted and indexed
+    (batch.prepare_stage_table), both at once when two workers may run."""
+    budget = worker_budget(target, min(len(STAGE_TABLES), options.workers),
+                           options.max_connections)
+    errors: list[str] = []
+
+    def prepare(tables: tuple[str, ...]) -> None:
+        try:
+            with db.connect(target, application_name="monthend stage") as conn:
+                for table in tables:
+                    db.call(conn, "prepare_stage_table", batch_id=batch_id, table=table)
+        except MonthendError as exc:
+            errors.append(str(exc))
+
+    shares = [STAGE_TABLES[i::budget.granted] for i in range(budget.granted)]
+    threads = [threading.Thread(target=prepare, args=(share,), daemon=True) for share in shares]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    if errors:
+        raise RunFailed(f"batch {batch_id}: preparing its staging tables stopped: "
+                        f"{'; '.join(errors)}\nThe batch is ALLOCATED; finish it with "
+                        f"`monthend resume {batch_id}`.")
+
+
 def _run_workers(target: db.Target, session: _Session, batch_id: int, status: str,
                  options: RunOptions, progress: Progress) -> dict[str, Any]:
     """The batch's workers through the ranges of its stage (pre-flight's while
@@ -385,6 +415,36 @@ def _run_workers(target: db.Target, session: _Session, batch_id: int, status: st
                         f"left to {stage}): {problems}\n"
                         f"Finish it with `monthend resume {batch_id}`.")
     return row
+
+
+# How long a joiner waits, its stage's ranges all done, for the batch to move
+# on (its driver allocating between pre-flight and processing).
+JOIN_WAIT_SECONDS = 60.0
+
+
+def join_batch(target: db.Target, batch_id: int, workers: int, worker_prefix: str,
+               progress: Progress, max_connections: int | None = None) -> list[WorkerReport]:
+    """Work on a batch another driver runs, through pre-flight's ranges and then
+    processing's, until it has no range left to run (or stays between its
+    stages for JOIN_WAIT_SECONDS: its driver is gone, and resume finishes it)."""
+    reports: list[WorkerReport] = []
+    idle_since: float | None = None
+    with db.connect(target, application_name="monthend joiner") as conn:
+        while True:
+            row = _status(conn, batch_id)
+            if row["status"] not in ("STARTED", "PREFLIGHTING", "PREFLIGHTED", "ALLOCATED"):
+                return reports
+            if row["stage_ranges_left"]:
+                idle_since = None
+                reports += process_ranges(target, batch_id, workers, worker_prefix, progress,
+                                          max_connections)
+                continue
+            if row["status"] == "ALLOCATED":
+                return reports
+            idle_since = idle_since or time.monotonic()
+            if time.monotonic() - idle_since > JOIN_WAIT_SECONDS:
+                return reports
+            time.sleep(IDLE_POLL_SECONDS)
 
 
 def drive(target: db.Target, batch_id: int, options: RunOptions,
@@ -421,6 +481,7 @@ def drive(target: db.Target, batch_id: int, options: RunOptions,
                 row = _run_workers(target, session, batch_id, status, options, progress)
                 if row["status"] == "ALLOCATED":
                     progress.on_phase("validation")
+                    prepare_stage(target, batch_id, options)
                     session.phase("validate_batch", status)
             elif status == "VALIDATED":
                 progress.on_phase("commit")

@@ -3,6 +3,7 @@
 --   metrics      the batch's row of batch.batch_metrics
 --   error, phase_seconds, target_window_minutes, hard_window_minutes
 --   slow_ranges  batch.slow_range, slowest first
+--   workers      batch.batch_worker_phase: each working connection's phase
 --   validation   per phase: checks passed and failed
 --   alerts       batch.alert_evaluation rows that hold now, critical first
 --   events       the latest 12 events of the timeline, newest first
@@ -30,6 +31,9 @@ BEGIN ATOMIC
                        'median_done_seconds', sr.median_done_seconds)
                    ORDER BY sr.running_seconds DESC)
             FROM batch.slow_range AS sr WHERE sr.batch_id = r.batch_id), '[]'::jsonb),
+        'workers', coalesce((
+            SELECT jsonb_agg(to_jsonb(w)) FROM batch.batch_worker_phase(r.batch_id) AS w),
+            '[]'::jsonb),
         'validation', coalesce((
             SELECT jsonb_object_agg(v.phase, jsonb_build_object('pass', v.pass, 'fail', v.fail))
             FROM (SELECT vr.phase,
