@@ -46,6 +46,9 @@ BEGIN
     IF to_regclass(format('batch.%I', v_table)) IS NULL THEN
         v_rows := 0;
     ELSE
+        -- One preparation of a table at a time (two drivers on one batch):
+        -- this mode conflicts with itself and with writers, not with readers.
+        EXECUTE format('LOCK TABLE batch.%I IN SHARE ROW EXCLUSIVE MODE', v_table);
         EXECUTE format('SELECT count(*) FROM batch.%I', v_table) INTO v_rows;
         IF p_table = 'header' THEN
             -- A constraint, not a bare unique index: ATTACH adopts an index

@@ -19,7 +19,7 @@ import psycopg
 import pytest
 from psycopg.rows import dict_row
 
-from conftest import monthend_cli
+from conftest import monthend_cli, work_ranges
 from monthend import db, report
 
 PERIOD = "2025-01"
@@ -308,6 +308,7 @@ def test_pending_rows_of_an_unfinished_batch(target, conn, posted):
     batch_id = conn.execute("CALL batch.start_run(%s, 1, 100, 3, NULL)",
                             (PERIOD,)).fetchone()["p_batch_id"]
     conn.execute("CALL batch.preflight(%s)", (batch_id,))
+    work_ranges(conn, batch_id)
     doc = report_json(target, "high-value")
     row = next(r for r in doc["rows"] if r["source_id"] == 800201)
     assert (row["status"], row["batch_id"], row["first_je_number"]) == ("PENDING", batch_id, None)
@@ -316,7 +317,7 @@ def test_pending_rows_of_an_unfinished_batch(target, conn, posted):
     integrity = report_json(target, "integrity")
     assert integrity["ok"] is True
     unfinished = next(r for r in integrity["rows"] if r["batch_id"] == batch_id)
-    assert unfinished["status"] == "PREFLIGHTED" and unfinished["ok"] is None
+    assert unfinished["status"] == "PREFLIGHTING" and unfinished["ok"] is None
     assert unfinished["problems"] is None and unfinished["seal_seq"] is None
 
 

@@ -28,7 +28,8 @@ PAGE = ROOT / "docs" / "performance.md"
 DATA = ROOT / "docs" / "performance"
 BEGIN = "<!-- BEGIN measured -->"
 END = "<!-- END measured -->"
-PHASES = ("preflight", "allocation", "processing", "validation", "commit", "post_processing")
+PHASES = ("preflight", "preflight_ranges", "allocation", "processing", "validation", "commit",
+          "post_processing")
 
 
 def load_measurements(directory: Path = DATA) -> list[tuple[str, dict[str, Any]]]:
@@ -112,6 +113,8 @@ def render_section(measurements: list[tuple[str, dict[str, Any]]]) -> str:
         row("processing with 1 worker, s",
             lambda r: (r.get("scaling_detail") or {}).get("processing_seconds_1_worker")),
         row("scaling (1 worker / W workers)", lambda r: r.get("scaling")),
+        row("serial part (fewer than two backends busy), s", lambda r: r.get("serial_seconds")),
+        row("serial share of end to end", lambda r: r.get("serial_share")),
         row("raw-write reference, s", lambda r: r.get("raw_write_seconds")),
         row("ratio (end to end / raw write)", lambda r: r.get("ratio")),
         row("driver peak RSS, MB", lambda r: r.get("driver_peak_rss_mb")),

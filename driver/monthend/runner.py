@@ -380,14 +380,34 @@ def prepare_stage(target: db.Target, batch_id: int, options: RunOptions) -> None
     budget = worker_budget(target, min(len(STAGE_TABLES), options.workers),
                            options.max_connections)
     errors: list[str] = []
+    moved_on = threading.Event()
 
     def prepare(tables: tuple[str, ...]) -> None:
-        try:
-            with db.connect(target, application_name="monthend stage") as conn:
-                for table in tables:
-                    db.call(conn, "prepare_stage_table", batch_id=batch_id, table=table)
-        except MonthendError as exc:
-            errors.append(str(exc))
+        lost_since: float | None = None
+        left = list(tables)
+        while left:
+            try:
+                with db.connect(target, application_name="monthend stage") as conn:
+                    while left:
+                        db.call(conn, "prepare_stage_table", batch_id=batch_id,
+                                table=left[0])
+                        left.pop(0)
+            except MonthendError as exc:
+                if _sqlstate(exc) == "55000":
+                    # Refused because the batch is no longer ALLOCATED: another
+                    # driver validated it meanwhile (or it failed): the caller
+                    # reads its status next.
+                    moved_on.set()
+                    return
+                if not _is_connection_error(exc):
+                    errors.append(str(exc))
+                    return
+                # The link is gone (a restarted server): again, as a phase would.
+                lost_since = lost_since or time.monotonic()
+                if time.monotonic() - lost_since > RECONNECT_SECONDS:
+                    errors.append(f"lost the database for {RECONNECT_SECONDS:.0f} s: {exc}")
+                    return
+                time.sleep(1.0)
 
     shares = [STAGE_TABLES[i::budget.granted] for i in range(budget.granted)]
     threads = [threading.Thread(target=prepare, args=(share,), daemon=True) for share in shares]
@@ -395,7 +415,7 @@ def prepare_stage(target: db.Target, batch_id: int, options: RunOptions) -> None
         thread.start()
     for thread in threads:
         thread.join()
-    if errors:
+    if errors and not moved_on.is_set():
         raise RunFailed(f"batch {batch_id}: preparing its staging tables stopped: "
                         f"{'; '.join(errors)}\nThe batch is ALLOCATED; finish it with "
                         f"`monthend resume {batch_id}`.")
@@ -482,7 +502,8 @@ def drive(target: db.Target, batch_id: int, options: RunOptions,
                 if row["status"] == "ALLOCATED":
                     progress.on_phase("validation")
                     prepare_stage(target, batch_id, options)
-                    session.phase("validate_batch", status)
+                    if session.status()["status"] == "ALLOCATED":
+                        session.phase("validate_batch", status)
             elif status == "VALIDATED":
                 progress.on_phase("commit")
                 session.phase("commit_batch", status)
