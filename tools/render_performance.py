@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import statistics
 import sys
 from pathlib import Path
 from typing import Any
@@ -288,8 +289,38 @@ def render_scale(documents: list[tuple[str, dict[str, Any]]]) -> str:
     return "\n".join(out).rstrip("\n")
 
 
+def render_parallel(documents: list[tuple[str, dict[str, Any]]]) -> str:
+    """Checkouts and worker counts in one sitting, alternated (tools/bench_ab.py)."""
+    out: list[str] = []
+    for name, document in documents:
+        out.append(_source("parallel", name, document))
+        out.append("")
+        groups: dict[tuple[str, str, int], list[dict[str, Any]]] = {}
+        for run in document["runs"]:
+            groups.setdefault((run["variant"], run["commit"], run["workers"]), []).append(run)
+
+        def each(runs: list[dict[str, Any]], field: str) -> str:
+            return " / ".join(_fmt(r.get(field)) for r in runs)
+
+        def median(runs: list[dict[str, Any]], field: str) -> str:
+            values = [float(r[field]) for r in runs if r.get(field) is not None]
+            return _fmt(round(statistics.median(values), 3)) if values else "-"
+
+        rows = [[variant, f"`{commit}`", str(workers), _fmt(runs[0].get("workers_opened")),
+                 each(runs, "end_to_end_seconds"), median(runs, "end_to_end_seconds"),
+                 each(runs, "raw_write_seconds"), median(runs, "ratio"),
+                 median(runs, "serial_share")]
+                for (variant, commit, workers), runs in groups.items()]
+        out += _table(["variant", "commit", "workers asked", "opened",
+                       "end to end by round, s", "median, s", "raw write by round, s",
+                       "ratio, median", "serial share, median"], rows)
+        out.append("")
+    return "\n".join(out).rstrip("\n")
+
+
 SECTIONS = (
     ("measured", None),
+    ("parallel", render_parallel),
     ("verification", render_verification),
     ("ablation", render_ablation),
     ("archive", render_archive),
