@@ -179,6 +179,7 @@ BEGIN
     FROM preflight_candidate AS f
     JOIN batch.dead_letter AS d
       ON d.source_type = f.source_type AND d.source_id = f.source_id AND d.status = 'OPEN'
+     AND d.source_id BETWEEN v_range.lo_source_id AND v_range.hi_source_id
     WHERE f.reason IS NULL;
 
     -- In key order: ranges running at once add to the same rows and so take

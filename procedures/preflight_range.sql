@@ -30,7 +30,10 @@ BEGIN
     PERFORM 'PRAGMA:TABLE: preflight_row (source_id bigint)';
     CREATE TEMPORARY TABLE preflight_row (source_id bigint) ON COMMIT DROP;
     -- Unposted: never claimed, or every posting reversed by a committed
-    -- reversal (then it is posted again, one generation on).
+    -- reversal (then it is posted again, one generation on). The range's
+    -- bounds on the claims too: the planner does not carry them across the
+    -- join, and without them every range merged against all the period's
+    -- claims (170 ms a range of 10,000 rows at 200,000 claims, 11 ms with).
     IF v_range.source_type = 'PREMIUM' THEN
         INSERT INTO preflight_row (source_id)
         SELECT p.txn_id
@@ -39,7 +42,9 @@ BEGIN
           AND p.payment_date BETWEEN v_start AND v_end
           AND NOT EXISTS (SELECT FROM batch.live_posting AS lp
                           WHERE lp.period = v_range.claim_period AND lp.source_type = 'PREMIUM'
-                            AND lp.source_id = p.txn_id)
+                            AND lp.source_id = p.txn_id
+                            AND lp.source_id BETWEEN v_range.lo_source_id
+                                                 AND v_range.hi_source_id)
         FOR SHARE OF p;
     ELSIF v_range.source_type = 'CLAIM' THEN
         INSERT INTO preflight_row (source_id)
@@ -49,7 +54,9 @@ BEGIN
           AND c.claim_date BETWEEN v_start AND v_end
           AND NOT EXISTS (SELECT FROM batch.live_posting AS lp
                           WHERE lp.period = v_range.claim_period AND lp.source_type = 'CLAIM'
-                            AND lp.source_id = c.claim_id)
+                            AND lp.source_id = c.claim_id
+                            AND lp.source_id BETWEEN v_range.lo_source_id
+                                                 AND v_range.hi_source_id)
         FOR SHARE OF c;
     ELSE
         RAISE EXCEPTION 'range % has source type %, which has no source table',
