@@ -306,14 +306,21 @@ def render_parallel(documents: list[tuple[str, dict[str, Any]]]) -> str:
             values = [float(r[field]) for r in runs if r.get(field) is not None]
             return _fmt(round(statistics.median(values), 3)) if values else "-"
 
+        for runs in groups.values():
+            for run in runs:
+                phases = run.get("phase_seconds") or {}
+                run["preflight_seconds"] = round(float(phases.get("preflight") or 0)
+                                                 + float(phases.get("preflight_ranges") or 0), 3)
         rows = [[variant, f"`{commit}`", str(workers), _fmt(runs[0].get("workers_opened")),
                  each(runs, "end_to_end_seconds"), median(runs, "end_to_end_seconds"),
-                 each(runs, "raw_write_seconds"), median(runs, "ratio"),
+                 each(runs, "preflight_seconds"), each(runs, "raw_write_seconds"),
+                 median(runs, "ratio"), median(runs, "serial_seconds"),
                  median(runs, "serial_share")]
                 for (variant, commit, workers), runs in groups.items()]
         out += _table(["variant", "commit", "workers asked", "opened",
-                       "end to end by round, s", "median, s", "raw write by round, s",
-                       "ratio, median", "serial share, median"], rows)
+                       "end to end by round, s", "median, s", "pre-flight by round, s",
+                       "raw write by round, s", "ratio, median", "serial, s, median",
+                       "serial share, median"], rows)
         out.append("")
     return "\n".join(out).rstrip("\n")
 
