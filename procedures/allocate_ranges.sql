@@ -34,6 +34,14 @@ BEGIN
     SELECT * INTO v_run FROM batch.run AS r WHERE r.batch_id = p_batch_id FOR UPDATE;
     IF NOT FOUND THEN
         RAISE EXCEPTION 'batch % does not exist', p_batch_id USING ERRCODE = 'no_data_found';
+    ELSIF v_run.kind <> 'REVERSAL' AND v_run.status = 'PREFLIGHTED' THEN
+        -- Pre-flighted in one statement by a version before pre-flight by
+        -- ranges: its claims count from the batch, and it has no ranges.
+        RAISE EXCEPTION 'batch % was pre-flighted by an earlier version of monthend and cannot '
+                        'be allocated by this one', p_batch_id
+            USING ERRCODE = 'object_not_in_prerequisite_state',
+                  HINT = format('Cancel it ("monthend cancel %s": its rows are unposted again), '
+                                'then run the period again.', p_batch_id);
     ELSIF (v_run.kind = 'REVERSAL' AND v_run.status <> 'PREFLIGHTED')
           OR (v_run.kind <> 'REVERSAL' AND v_run.status <> 'PREFLIGHTING') THEN
         RAISE EXCEPTION 'batch % is %; allocation runs on a run PREFLIGHTING or a reversal PREFLIGHTED',

@@ -18,6 +18,7 @@ DECLARE
     v_end    date;
 BEGIN
     SELECT * INTO STRICT v_range FROM batch.range AS rg WHERE rg.range_id = p_range_id;
+    -- (batch.process_range holds the batch's row KEY SHARE.)
     SELECT r.status INTO STRICT v_status FROM batch.run AS r WHERE r.batch_id = v_range.batch_id;
     IF v_status <> 'PREFLIGHTING' THEN
         RAISE EXCEPTION 'batch % is %; ranges are pre-flighted while it is PREFLIGHTING',

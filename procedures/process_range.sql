@@ -49,6 +49,15 @@ DECLARE
     v_src_amount     numeric;
     v_late_ids       bigint[];
 BEGIN
+    -- KEY SHARE on the batch, taken before the range's row as cancel and
+    -- discard take them (the batch FOR UPDATE, then its ranges): they wait
+    -- for a range under way and then release what it wrote with the rest,
+    -- where otherwise its claims could commit after the release and outlive
+    -- the batch.
+    PERFORM FROM batch.run AS r
+      WHERE r.batch_id = (SELECT rg.batch_id FROM batch.range AS rg
+                          WHERE rg.range_id = p_range_id)
+      FOR KEY SHARE;
     SELECT * INTO v_range FROM batch.range AS rg WHERE rg.range_id = p_range_id FOR UPDATE;
     IF NOT FOUND THEN
         RAISE EXCEPTION 'range % does not exist', p_range_id USING ERRCODE = 'no_data_found';

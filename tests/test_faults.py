@@ -474,6 +474,37 @@ def test_two_drivers_and_a_joiner_one_killed(target, conn, clean_fingerprint, vi
     check_invariants(conn, clean=clean_fingerprint(DEFAULT))
 
 
+# --- 7b. cancel while pre-flight's ranges are under way ---------------------------
+
+
+def test_cancel_during_preflight_ranges_releases_every_claim(target, conn, clean_fingerprint):
+    """`monthend cancel` while the workers are inside pre-flight's ranges, their
+    rows classified and their claims about to be written: cancel waits for the
+    ranges under way, then releases their claims with the rest. No claim
+    outlives the cancelled batch, and the next run posts every row."""
+    DEFAULT.generate(target)
+    claims = f"batch.source_claim_{PERIOD.replace('-', '_')}"
+    with hold_lock(target.conninfo, f"LOCK TABLE {claims} IN SHARE MODE") as holder:
+        proc = start_cli(target, *DEFAULT.run_args())
+        waiting = wait_for_lock_wait(conn, "%batch.process_range%", proc)
+        batch_id = wait_for_status(conn, None, {"PREFLIGHTING"}, proc)["batch_id"]
+        canceller = start_cli(target, "cancel", str(batch_id), "--json")
+        # Cancel waits for the range's hold on the batch (KEY SHARE).
+        wait_for_lock_wait(conn, "%batch.cancel_batch%", canceller,
+                           exclude=[waiting["pid"]])
+        holder.release()
+        code, out, err = finish(canceller)
+        assert code == 0, out + err
+    finish(proc)
+    assert batch_status(conn, batch_id) == "CANCELLED"
+    assert conn.execute("SELECT count(*) AS n FROM batch.source_claim WHERE batch_id = %s",
+                        (batch_id,)).fetchone()["n"] == 0
+    proc = monthend_cli(target, *DEFAULT.run_args())
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    # The cancelled batch used a batch id, so only the ids differ.
+    check_invariants(conn, clean=clean_fingerprint(DEFAULT, with_ids=False), with_ids=False)
+
+
 # --- 8. two runs of one period at once; a re-run of a committed period ---------------
 
 

@@ -456,8 +456,12 @@ def join_batch(target: db.Target, batch_id: int, workers: int, worker_prefix: st
                 return reports
             if row["stage_ranges_left"]:
                 idle_since = None
-                reports += process_ranges(target, batch_id, workers, worker_prefix, progress,
-                                          max_connections)
+                done = process_ranges(target, batch_id, workers, worker_prefix, progress,
+                                      max_connections)
+                reports += done
+                if any(r.error for r in done):
+                    # The workers stopped on an error: the caller reports it.
+                    return reports
                 continue
             if row["status"] == "ALLOCATED":
                 return reports
