@@ -79,7 +79,8 @@ FAULT_POINTS: dict[str, tuple[str, ...]] = {
     "server_stop": HOLD_POINTS,
     "statement_timeout": TIMEOUT_POINTS,
     "lock_timeout": TIMEOUT_POINTS,
-    "joiner_sigkill": WORKER_POINTS,
+    # The joiner is seen held at processing's gate (faults.held_workers).
+    "joiner_sigkill": ("processing",),
 }
 # These crash the whole server: they run on a cluster of their own.
 PRIVATE_FAULTS = {"backend_sigkill", "server_stop"}
@@ -253,9 +254,10 @@ class Trial:
         if self.plan.point in WORKER_POINTS:
             self.range_failed(proc)
         else:
-            # The driver reconnects and calls the phase again, which waits on
-            # the same lock from a new backend.
-            wait_for_lock_wait(self.conn, "%batch.%", proc, application_like="monthend driver",
+            # The driver (or its staging connection) reconnects and calls the
+            # phase again, which waits on the same lock from a new backend.
+            wait_for_lock_wait(self.conn, "%batch.%", proc,
+                               application_like=reached["application_name"],
                                exclude=[victim])
         hold.release()
         self.settle(proc)
