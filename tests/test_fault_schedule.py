@@ -212,6 +212,7 @@ class Trial:
         timeout = plan.fault in TIMEOUTS
         hold = RunHold(self.target.conninfo, self.conn, plan.point, plan.after_ranges,
                        1 if timeout else plan.workers, plan.dataset.period).install()
+        proc = None
         try:
             draft = ("--draft",) if plan.mode == "DRAFT" else ()
             proc = start_cli(self.driver_target(),
@@ -221,6 +222,10 @@ class Trial:
             getattr(self, plan.fault)(hold, proc, reached)
         finally:
             hold.close()
+            # A plan that failed half way leaves no run behind to slow the next.
+            if proc is not None and proc.poll() is None:
+                proc.kill()
+                proc.communicate()
         self.reconnect()
         if plan.mode == "DRAFT":
             proc = monthend_cli(self.target, "finalize", str(self.batch_id), "--json")
