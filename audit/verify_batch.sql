@@ -337,7 +337,7 @@ BEGIN
     -- mirror even where the seal holds.
     -- The mirror is not checked when the entries reversed are archived: the
     -- reversal's own seal (above) still is.
-    IF v_run.kind = 'REVERSAL' THEN
+    IF v_run.kind IN ('REVERSAL', 'AUTO_REVERSAL') THEN
         IF NOT EXISTS (SELECT FROM batch.run AS o
                        JOIN gl.accounting_period AS ap ON ap.period = o.period
                        WHERE o.batch_id = v_run.reverses_batch_id AND ap.status = 'ARCHIVED')
@@ -389,6 +389,8 @@ BEGIN
             -- OFFSET 0 keeps this a subquery of its own, so the range's bounds
             -- reach below the view's window as filters instead of becoming a
             -- join over every source row.
+            -- A period-end's range from its items (batch.range_period_end_line,
+            -- the same columns).
             SELECT l.source_type, l.source_id, l.txn_type, l.je_date AS txn_date,
                    l.source_date, l.currency,
                    l.source_amount AS amount, l.fx_rate, l.je_seq, l.line_no, l.account_code,
@@ -404,6 +406,18 @@ BEGIN
                                                         p_batch_id, d.claim_period,
                                                         d.source_type, d.lo_source_id,
                                                         d.hi_source_id) END) AS l
+            WHERE v_run.kind <> 'PERIOD_END'
+            UNION ALL
+            SELECT l.source_type, l.source_id, l.txn_type, l.je_date, l.source_date,
+                   l.currency, l.source_amount, l.fx_rate, l.je_seq, l.line_no,
+                   l.account_code, l.side, l.debit, l.credit, l.functional_debit,
+                   l.functional_credit, l.description, l.template_lines, l.is_first_line,
+                   l.je_id, gl.format_je_number(v_run.period, l.je_no)
+            FROM batch.range_period_end_line(p_batch_id, v_run.period, d.claim_period,
+                                             d.source_type, d.lo_source_id, d.hi_source_id,
+                                             v_run.je_id_base + d.claim_offset_base,
+                                             v_run.je_number_base + d.claim_offset_base) AS l
+            WHERE v_run.kind = 'PERIOD_END'
             OFFSET 0
         ) AS e
     ), side_by_side AS MATERIALIZED (

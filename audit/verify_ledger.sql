@@ -39,7 +39,8 @@ DECLARE
         JOIN batch.run AS o ON o.batch_id = r.reverses_batch_id
         JOIN gl.accounting_period AS rp ON rp.period = r.period
         JOIN gl.accounting_period AS op ON op.period = o.period
-        WHERE r.kind = 'REVERSAL' AND 'ARCHIVED' IN (rp.status, op.status));
+        WHERE r.kind IN ('REVERSAL', 'AUTO_REVERSAL')
+          AND 'ARCHIVED' IN (rp.status, op.status));
 BEGIN
     -- A source row's entry posted twice, whichever batches and periods hold
     -- the copies; the row names the highest je_number and batch among them.

@@ -22,7 +22,7 @@ BEGIN ATOMIC
                r.je_id_base + g.je_offset AS lo_je_id,
                r.je_id_base + g.je_offset + g.je_count - 1 AS hi_je_id
         FROM batch.range AS g JOIN batch.run AS r ON r.batch_id = g.batch_id
-        WHERE g.batch_id = p_batch_id AND r.kind = 'REVERSAL'
+        WHERE g.batch_id = p_batch_id AND r.kind IN ('REVERSAL', 'AUTO_REVERSAL')
     ), expected AS (
         SELECT rg.range_no, e.*, gl.format_je_number(rg.period, e.je_no) AS expected_je_number
         FROM rg

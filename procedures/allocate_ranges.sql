@@ -1,12 +1,15 @@
--- Phase 2, sequence allocation; for a run, the end of pre-flight. Takes a
--- run PREFLIGHTING whose ranges are all claimed (batch.preflight_range), or a
--- reversal PREFLIGHTED.
+-- Phase 2, sequence allocation; for a run or a period-end, the end of
+-- pre-flight. Takes a run or period-end PREFLIGHTING whose ranges are all
+-- done (batch.preflight_range), or a reversal PREFLIGHTED.
 -- A run's ranges were cut and claimed before any of them knew its place in
 -- the batch: ranges without a claimed row are dropped, the others numbered
 -- again in order and given their block of entries by a prefix sum over their
 -- counts (the only serial step numbering needs; their claims count from it,
 -- batch.range.claim_offset_base), and the run's counts, the PREFLIGHT_DONE
 -- event and the PREFLIGHT_RESULT audit entry are recorded.
+-- A period-end's items are made from what its pre-flight ranges computed
+-- (the UPR of its policies, the ledger's monetary movements), claimed and
+-- cut into ranges by batch.cut_period_end_ranges.
 -- A reversal's claimed rows (the postings it reverses, batch.source_reversal)
 -- are split into ranges of range_size rows (per source type, in source_id
 -- order), each range taking the sub-block that its rows' je_offsets span.
@@ -34,7 +37,7 @@ BEGIN
     SELECT * INTO v_run FROM batch.run AS r WHERE r.batch_id = p_batch_id FOR UPDATE;
     IF NOT FOUND THEN
         RAISE EXCEPTION 'batch % does not exist', p_batch_id USING ERRCODE = 'no_data_found';
-    ELSIF v_run.kind <> 'REVERSAL' AND v_run.status = 'PREFLIGHTED' THEN
+    ELSIF v_run.kind = 'RUN' AND v_run.status = 'PREFLIGHTED' THEN
         -- Pre-flighted in one statement by a version before pre-flight by
         -- ranges: its claims count from the batch, and it has no ranges.
         RAISE EXCEPTION 'batch % was pre-flighted by an earlier version of monthend and cannot '
@@ -42,15 +45,29 @@ BEGIN
             USING ERRCODE = 'object_not_in_prerequisite_state',
                   HINT = format('Cancel it ("monthend cancel %s": its rows are unposted again), '
                                 'then run the period again.', p_batch_id);
-    ELSIF (v_run.kind = 'REVERSAL' AND v_run.status <> 'PREFLIGHTED')
-          OR (v_run.kind <> 'REVERSAL' AND v_run.status <> 'PREFLIGHTING') THEN
-        RAISE EXCEPTION 'batch % is %; allocation runs on a run PREFLIGHTING or a reversal PREFLIGHTED',
+    ELSIF (v_run.kind IN ('REVERSAL', 'AUTO_REVERSAL') AND v_run.status <> 'PREFLIGHTED')
+          OR (v_run.kind IN ('RUN', 'PERIOD_END') AND v_run.status <> 'PREFLIGHTING') THEN
+        RAISE EXCEPTION 'batch % is %; allocation runs on a run or period-end PREFLIGHTING or a reversal PREFLIGHTED',
                         p_batch_id, v_run.status
             USING ERRCODE = 'object_not_in_prerequisite_state';
     END IF;
 
-    IF v_run.kind = 'REVERSAL' THEN
+    IF v_run.kind IN ('REVERSAL', 'AUTO_REVERSAL') THEN
         CALL batch.cut_reversal_ranges(p_batch_id);
+    ELSIF v_run.kind = 'PERIOD_END' THEN
+        SELECT count(*) INTO v_unclaimed
+          FROM batch.range AS rg WHERE rg.batch_id = p_batch_id AND rg.status <> 'DONE';
+        IF v_unclaimed > 0 THEN
+            RAISE EXCEPTION 'batch % has % ranges still to pre-flight', p_batch_id, v_unclaimed
+                USING ERRCODE = 'object_not_in_prerequisite_state',
+                      HINT = format('Finish them with "monthend resume %s".', p_batch_id);
+        END IF;
+        SELECT max(rg.preflight_finished_at) - min(rg.preflight_started_at) INTO v_window
+          FROM batch.range AS rg WHERE rg.batch_id = p_batch_id;
+        PERFORM batch.record_phase_time(p_batch_id, 'preflight_ranges',
+                                        clock_timestamp() - coalesce(v_window, interval '0'));
+        CALL batch.cut_period_end_ranges(p_batch_id);
+        SELECT * INTO STRICT v_run FROM batch.run AS r WHERE r.batch_id = p_batch_id;
     ELSE
         SELECT count(*) INTO v_unclaimed
           FROM batch.range AS rg WHERE rg.batch_id = p_batch_id AND rg.stage = 'PREFLIGHT';

@@ -42,10 +42,15 @@ BEGIN
     PERFORM 'PRAGMA:TABLE: preflight_candidate (source_type text, source_id bigint, '
             'policy_id bigint, txn_type text, amount numeric, currency char(3), '
             'line_of_business text, minor_units integer, known_lob boolean, '
-            'template_count integer, fx_rate numeric, generation integer, reason text)';
+            'template_count integer, fx_rate numeric, txn_date date, policy_known boolean, '
+            'inception_date date, expiry_date date, generation integer, reason text)';
     CREATE TEMPORARY TABLE preflight_candidate ON COMMIT DROP AS
     SELECT k.*, coalesce(g.generation, 0) AS generation,
            CASE WHEN k.policy_id IS NULL THEN 'POLICY_MISSING'
+                WHEN k.source_type = 'PREMIUM' AND NOT k.policy_known THEN 'POLICY_UNKNOWN'
+                WHEN k.source_type = 'PREMIUM'
+                     AND NOT (k.txn_date >= k.inception_date AND k.txn_date < k.expiry_date)
+                    THEN 'OUTSIDE_POLICY_TERM'
                 WHEN k.amount IS NULL THEN 'AMOUNT_NULL'
                 WHEN k.amount = 0 THEN 'AMOUNT_ZERO'
                 WHEN k.amount < 0 THEN 'AMOUNT_NEGATIVE'
@@ -63,7 +68,10 @@ BEGIN
                -- A row's FX rate is its own period's (the rounding rule's), a
                -- late row's included.
                coalesce(fx.rate, CASE WHEN s.currency = st.functional_currency
-                                      THEN 1::numeric END) AS fx_rate
+                                      THEN 1::numeric END) AS fx_rate,
+               -- A premium row is written on a policy, inside its term.
+               s.txn_date, pol.policy_id IS NOT NULL AS policy_known,
+               pol.inception_date, pol.expiry_date
         FROM preflight_row AS w
         JOIN subledger.source_transaction AS s
           ON s.source_type = v_range.source_type AND s.source_id = w.source_id
@@ -74,6 +82,8 @@ BEGIN
                    FROM gl.journal_template_index AS t) AS tt
                ON tt.source_type = s.source_type AND tt.txn_type = s.txn_type
         LEFT JOIN gl.fx_rate AS fx ON fx.period = v_range.claim_period AND fx.currency = s.currency
+        LEFT JOIN subledger.policy AS pol
+               ON s.source_type = 'PREMIUM' AND pol.policy_id = s.policy_id
         WHERE s.source_id BETWEEN v_range.lo_source_id AND v_range.hi_source_id
           AND s.txn_date BETWEEN v_start AND v_end
     ) AS k
@@ -134,6 +144,11 @@ BEGIN
     SELECT f.source_type, f.source_id, v_range.batch_id, f.reason,
            CASE f.reason
                WHEN 'POLICY_MISSING' THEN 'policy_id is missing'
+               WHEN 'POLICY_UNKNOWN'
+                   THEN format('policy %s is not in subledger.policy', f.policy_id)
+               WHEN 'OUTSIDE_POLICY_TERM'
+                   THEN format('dated %s, outside the term of policy %s (%s to %s)',
+                               f.txn_date, f.policy_id, f.inception_date, f.expiry_date)
                WHEN 'AMOUNT_NULL' THEN 'amount is missing'
                WHEN 'AMOUNT_ZERO' THEN 'amount is zero'
                WHEN 'AMOUNT_NEGATIVE' THEN format('amount %s is negative', f.amount)

@@ -39,6 +39,16 @@ BEGIN
         END LOOP;
     END IF;
 
+    -- A period-end's UPR detail becomes its partition of gl.upr_detail, the
+    -- same way (its CHECK proves the bound).
+    IF v_run.kind = 'PERIOD_END' THEN
+        EXECUTE format('ALTER TABLE gl.upr_detail ATTACH PARTITION batch.%I FOR VALUES IN (%s)',
+                       'stage_upr_detail_' || p_batch_id, p_batch_id);
+        EXECUTE format('ALTER TABLE batch.%I SET SCHEMA gl', 'stage_upr_detail_' || p_batch_id);
+        EXECUTE format('ALTER TABLE gl.%I RENAME TO %I', 'stage_upr_detail_' || p_batch_id,
+                       'upr_detail_b' || p_batch_id);
+    END IF;
+
     UPDATE gl.accounting_period
        SET je_numbers_used = je_numbers_used + v_run.je_count
      WHERE period = v_run.period;

@@ -92,6 +92,11 @@ BEGIN
                           WHEN 'accounts' THEN 'accounts (gl.account)'
                           WHEN 'lines_of_business' THEN 'lines of business (gl.line_of_business)'
                           WHEN 'settings' THEN 'settings (gl.setting)'
+                          WHEN 'policies' THEN 'policies (subledger.policy)'
+                          WHEN 'ledger_batches' THEN 'the committed batches of the ledger'
+                          WHEN 'fx_closing_rates' THEN 'closing rates (gl.fx_closing_rate)'
+                          WHEN 'period_end_accounts'
+                              THEN 'period-end accounts (gl.period_end_account)'
                           ELSE k.key END
                       || coalesce(' (' || batch.draft_row_count_change(
                                               v_run.input_fingerprint -> k.key, v_now -> k.key)

@@ -53,8 +53,11 @@ BEGIN
     ELSIF v_status <> 'STARTED' THEN
         RAISE EXCEPTION 'batch % is %; pre-flight runs on a STARTED batch', p_batch_id, v_status
             USING ERRCODE = 'object_not_in_prerequisite_state';
-    ELSIF v_kind = 'REVERSAL' THEN
+    ELSIF v_kind IN ('REVERSAL', 'AUTO_REVERSAL') THEN
         CALL batch.preflight_reversal(p_batch_id);
+        RETURN;
+    ELSIF v_kind = 'PERIOD_END' THEN
+        CALL batch.preflight_period_end(p_batch_id);
         RETURN;
     END IF;
 

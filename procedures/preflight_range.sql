@@ -4,6 +4,8 @@
 -- commit, and then finds the row claimed or dead-lettered) and classified and
 -- claimed by batch.classify_range, all in one transaction. Rows inserted while
 -- the range runs are not locked and not taken: the next run takes them.
+-- A period-end's ranges are handed on: POLICY to batch.compute_upr_range,
+-- LEDGER to batch.sum_ledger_range.
 -- Called by batch.process_range for a range in stage PREFLIGHT that this
 -- connection claimed; the claim is given back when the range is done.
 CREATE OR REPLACE PROCEDURE batch.preflight_range(p_range_id bigint)
@@ -24,6 +26,16 @@ BEGIN
         RAISE EXCEPTION 'batch % is %; ranges are pre-flighted while it is PREFLIGHTING',
                         v_range.batch_id, v_status
             USING ERRCODE = 'object_not_in_prerequisite_state';
+    END IF;
+    -- A period-end's ranges: the UPR of policies, or sums over the ledger.
+    IF v_range.source_type IN ('POLICY', 'LEDGER') THEN
+        IF v_range.source_type = 'POLICY' THEN
+            CALL batch.compute_upr_range(p_range_id);
+        ELSE
+            CALL batch.sum_ledger_range(p_range_id);
+        END IF;
+        PERFORM pg_advisory_unlock(batch.lock_key('range_claim', p_range_id));
+        RETURN;
     END IF;
     SELECT ap.start_date, ap.end_date INTO STRICT v_start, v_end
       FROM gl.accounting_period AS ap WHERE ap.period = v_range.claim_period;

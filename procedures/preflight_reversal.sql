@@ -1,5 +1,5 @@
--- Phase 1 of a reversal (batch.preflight hands a REVERSAL batch here). Takes a
--- STARTED reversal. Gates, as a run's: the reversal's period is OPEN and the
+-- Phase 1 of a reversal (batch.preflight hands a REVERSAL or AUTO_REVERSAL
+-- batch here). Takes a STARTED reversal. Gates, as a run's: the reversal's period is OPEN and the
 -- reversed batch still COMMITTED; a failed gate marks the batch FAILED and
 -- returns. Then, in one statement, every posting to reverse (the reversed
 -- batch's claims, or those of the selected rows, not reversed yet) is claimed
@@ -28,7 +28,7 @@ BEGIN
     SELECT * INTO v_run FROM batch.run AS r WHERE r.batch_id = p_batch_id FOR UPDATE;
     IF NOT FOUND THEN
         RAISE EXCEPTION 'batch % does not exist', p_batch_id USING ERRCODE = 'no_data_found';
-    ELSIF v_run.kind <> 'REVERSAL' OR v_run.status <> 'STARTED' THEN
+    ELSIF v_run.kind NOT IN ('REVERSAL', 'AUTO_REVERSAL') OR v_run.status <> 'STARTED' THEN
         RAISE EXCEPTION 'batch % is a % batch, %; reversal pre-flight runs on a STARTED reversal',
                         p_batch_id, v_run.kind, v_run.status
             USING ERRCODE = 'object_not_in_prerequisite_state';
@@ -57,8 +57,9 @@ BEGIN
                                                  v_original.period, v_original.batch_id);
     END IF;
     IF NOT batch.record_check(p_batch_id, NULL, 'preflight', 'reversed_batch_committed',
-                              v_original.status = 'COMMITTED' AND v_original.kind = 'RUN',
-                              'a COMMITTED run',
+                              v_original.status = 'COMMITTED'
+                              AND v_original.kind IN ('RUN', 'PERIOD_END'),
+                              'a COMMITTED run or period-end',
                               format('a %s batch, %s', v_original.kind, v_original.status)) THEN
         v_gate_errors := v_gate_errors || format('batch %s is a %s batch, %s',
                                                  v_original.batch_id, v_original.kind,
@@ -124,7 +125,7 @@ BEGIN
                                               source_amount)
         SELECT p_batch_id, s.source_type, s.currency, count(*), sum(s.amount)
         FROM claimed AS k
-        JOIN subledger.source_transaction AS s
+        JOIN batch.entry_source AS s
           ON s.source_type = k.source_type AND s.source_id = k.source_id
         GROUP BY s.source_type, s.currency
         RETURNING source_rows

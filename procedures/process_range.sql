@@ -10,7 +10,9 @@
 -- check raises, so the range's output and its DONE mark commit together or not
 -- at all. Returns quietly if the range is already DONE (an orphaned attempt
 -- finished it). A reversal's range is handed to batch.process_reversal_range,
--- a range still in stage PREFLIGHT to batch.preflight_range.
+-- a range still in stage PREFLIGHT to batch.preflight_range. A period-end's
+-- range is written the same way from its items (batch.range_period_end_line
+-- instead of batch.range_journal_line).
 CREATE OR REPLACE PROCEDURE batch.process_range(p_range_id bigint)
 LANGUAGE plpgsql
 SECURITY DEFINER
@@ -78,7 +80,7 @@ BEGIN
         RAISE EXCEPTION 'batch % is %; ranges are processed while it is ALLOCATED',
                         v_run.batch_id, v_run.status
             USING ERRCODE = 'object_not_in_prerequisite_state';
-    ELSIF v_run.kind = 'REVERSAL' THEN
+    ELSIF v_run.kind IN ('REVERSAL', 'AUTO_REVERSAL') THEN
         CALL batch.process_reversal_range(p_range_id);
         RETURN;
     END IF;
@@ -94,7 +96,7 @@ BEGIN
                    l.fx_rate, l.je_seq, l.je_index, l.line_no, l.account_code, l.debit,
                    l.credit, l.functional_debit, l.functional_credit, l.description,
                    l.is_first_line, l.je_id, l.je_no
-            FROM batch.range_journal_line($7, $3, $9, $4, $5, $6, $1, $2, $10) AS l
+            FROM batch.%3$I($7, $3, $9, $4, $5, $6, $1, $2, $10) AS l
         ), header AS (
             INSERT INTO batch.%1$I (je_id, je_number, je_date, period, batch_id, source_type,
                                     source_id, je_seq, currency, fx_rate, description,
@@ -180,7 +182,9 @@ BEGIN
         FROM header_summary AS hs, entry_summary AS es
         $q$,
         'stage_journal_entry_header_' || v_run.batch_id,
-        'stage_journal_entry_line_' || v_run.batch_id)
+        'stage_journal_entry_line_' || v_run.batch_id,
+        CASE v_run.kind WHEN 'PERIOD_END' THEN 'range_period_end_line'
+                        ELSE 'range_journal_line' END)
     INTO v_headers, v_lines, v_unbalanced, v_sources, v_source_amount, v_min_no, v_max_no,
          v_distinct_no, v_digest
     -- The range's claims count their offsets from claim_offset_base.
@@ -189,11 +193,11 @@ BEGIN
           v_range.lo_source_id, v_range.hi_source_id, v_run.batch_id, p_range_id,
           v_range.claim_period, v_late_ids, v_run.seal_version;
 
-    -- Control total read straight from the source table, independently of the
-    -- generation above.
+    -- Control total read straight from the source table (a period-end's:
+    -- its items), independently of the generation above.
     SELECT count(*), coalesce(sum(s.amount), 0) INTO v_src_rows, v_src_amount
       FROM batch.source_claim AS c
-      JOIN subledger.source_transaction AS s
+      JOIN batch.entry_source AS s
         ON s.source_type = c.source_type AND s.source_id = c.source_id
      WHERE c.period = v_range.claim_period AND c.source_type = v_range.source_type
        AND c.batch_id = v_run.batch_id

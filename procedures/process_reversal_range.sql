@@ -149,7 +149,7 @@ BEGIN
            min(r.original_je_id), max(r.original_je_id + r.je_count - 1)
       INTO v_src_rows, v_src_amount, v_entries, v_lo_je_id, v_hi_je_id
       FROM batch.source_reversal AS r
-      JOIN subledger.source_transaction AS s
+      JOIN batch.entry_source AS s
         ON s.source_type = r.source_type AND s.source_id = r.source_id
      WHERE r.batch_id = v_run.batch_id AND r.source_type = v_range.source_type
        AND r.source_id BETWEEN v_range.lo_source_id AND v_range.hi_source_id

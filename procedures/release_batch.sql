@@ -20,9 +20,10 @@ BEGIN
     IF NOT p_keep_entries THEN
         -- Lines before headers: a draft's are partitions of the drafts' tables,
         -- which readers lock in that order.
-        EXECUTE format('DROP TABLE IF EXISTS batch.%I, batch.%I',
+        EXECUTE format('DROP TABLE IF EXISTS batch.%I, batch.%I, batch.%I',
                        'stage_journal_entry_line_' || p_batch_id,
-                       'stage_journal_entry_header_' || p_batch_id);
+                       'stage_journal_entry_header_' || p_batch_id,
+                       'stage_upr_detail_' || p_batch_id);
     END IF;
 
     -- Late rows it took (claimed, or dead-lettered again) are noted again:
@@ -52,6 +53,10 @@ BEGIN
     ON CONFLICT DO NOTHING;
     DELETE FROM batch.dead_letter_resolution AS x WHERE x.batch_id = p_batch_id;
     DELETE FROM batch.dead_letter AS d WHERE d.batch_id = p_batch_id;
+    -- A period-end's partial sums (its items stay, as its claims' record).
+    DELETE FROM batch.fx_movement_part AS m
+     USING batch.range AS rg
+     WHERE rg.range_id = m.range_id AND rg.batch_id = p_batch_id;
 
 END
 $$;

@@ -42,7 +42,7 @@ BEGIN
     IF NOT FOUND THEN
         RAISE EXCEPTION 'batch % does not exist', p_reverses_batch_id
             USING ERRCODE = 'no_data_found', HINT = '"monthend status" lists the batches.';
-    ELSIF v_original.kind = 'REVERSAL' THEN
+    ELSIF v_original.kind IN ('REVERSAL', 'AUTO_REVERSAL') THEN
         RAISE EXCEPTION 'batch % is a reversal (of batch %); a reversal is not reversed',
                         p_reverses_batch_id, v_original.reverses_batch_id
             USING ERRCODE = 'invalid_parameter_value',

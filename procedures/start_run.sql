@@ -34,6 +34,14 @@ BEGIN
             USING ERRCODE = 'invalid_parameter_value',
                   HINT = gl.period_posting_hint(p_period, v_status);
     END IF;
+    IF batch.auto_reversal_due(p_period) IS NOT NULL THEN
+        RAISE EXCEPTION 'the FX revaluation of period-end batch % is not reversed yet',
+                        batch.auto_reversal_due(p_period)
+            USING ERRCODE = 'object_not_in_prerequisite_state',
+                  HINT = format('"monthend run --period %s" reverses it first (CALL '
+                                'batch.start_auto_reversal(%L, ...) does it in SQL).',
+                                p_period, p_period);
+    END IF;
     IF p_mode IS DISTINCT FROM 'FINAL' AND p_mode IS DISTINCT FROM 'DRAFT' THEN
         RAISE EXCEPTION 'mode % is not FINAL or DRAFT', coalesce(quote_literal(p_mode), 'NULL')
             USING ERRCODE = 'invalid_parameter_value';

@@ -173,13 +173,14 @@ def generate(ctx: click.Context, period: str, txns: int, bad_rows: float, seed: 
                                        bad_fraction=Decimal(str(bad_rows)), seed=seed)
     result = {"period": period, "premium_rows": row["p_premium_rows"],
               "claim_rows": row["p_claim_rows"], "bad_rows": row["p_bad_rows"],
-              "seconds": round(time.monotonic() - started, 3)}
+              "policies": row["p_policy_rows"], "seconds": round(time.monotonic() - started, 3)}
     if as_json:
         emit_json(result)
     else:
         click.echo(f"generated {txns} transactions for {period} "
                    f"({result['premium_rows']} premium, {result['claim_rows']} claims, "
-                   f"{result['bad_rows']} bad) in {result['seconds']} s")
+                   f"{result['bad_rows']} bad; {result['policies']} policies) "
+                   f"in {result['seconds']} s")
 
 
 def _run_options(workers: int, range_size: int, max_attempts: int,
@@ -207,11 +208,20 @@ def _finish(target: db.Target, batch_id: int, as_json: bool, display: RunDisplay
 def _summary_text(result: dict[str, Any]) -> str:
     batch = (f"reversal batch {result['batch_id']} (of batch {result['reverses_batch_id']})"
              if result["kind"] == "REVERSAL"
+             else f"automatic reversal {result['batch_id']} (of the FX revaluation of batch "
+                  f"{result['reverses_batch_id']})" if result["kind"] == "AUTO_REVERSAL"
+             else f"period-end draft {result['batch_id']}"
+             if result["kind"] == "PERIOD_END" and result["mode"] == "DRAFT"
+             else f"period-end batch {result['batch_id']}" if result["kind"] == "PERIOD_END"
              else f"draft {result['batch_id']}" if result["mode"] == "DRAFT"
              else f"batch {result['batch_id']}")
     if result["posted_rows"] == 0:
         head = (f"{batch} {result['status']}: period {result['period']} had nothing to post")
-    elif result["kind"] == "REVERSAL":
+    elif result["kind"] == "PERIOD_END":
+        head = (f"{batch} {result['status']}: {result['posted_rows']} UPR changes and FX "
+                f"revaluations booked as {result['journal_entries']} entries / "
+                f"{result['journal_lines']} lines")
+    elif result["kind"] in ("REVERSAL", "AUTO_REVERSAL"):
         head = (f"{batch} {result['status']}: {result['posted_rows']} rows' postings reversed "
                 f"by {result['journal_entries']} entries / {result['journal_lines']} lines")
     elif result["status"] == "SUPERSEDED":
@@ -281,9 +291,62 @@ def run(ctx: click.Context, period: str, workers: int, range_size: int, max_atte
     target = target_of(ctx)
     options = _run_options(workers, range_size, max_attempts, max_connections)
     options.mode = "DRAFT" if draft else "FINAL"
+    _auto_reversal_first(ctx, period, options, as_json)
     batch_id = runner.start(target, period, options)
     if not as_json:
         click.echo(f"{'draft' if draft else 'batch'} {batch_id} started for {period}", err=True)
+    _drive(ctx, batch_id, options, as_json)
+
+
+def _auto_reversal_first(ctx: click.Context, period: str, options: runner.RunOptions,
+                         as_json: bool) -> None:
+    """The first batch of a period reverses the previous period's FX revaluation
+    first (batch.auto_reversal_due), as a batch of its own."""
+    target = target_of(ctx, announce=False)
+    reversal_options = runner.RunOptions(workers=options.workers, range_size=options.range_size,
+                                         max_attempts=options.max_attempts,
+                                         max_connections=options.max_connections)
+    batch_id = runner.start_auto_reversal(target, period, reversal_options)
+    if batch_id is None:
+        return
+    click.echo(f"automatic reversal {batch_id} started for {period}: the previous period's "
+               f"FX revaluation is reversed on its first day", err=True)
+    display = RunDisplay(quiet=as_json)
+    try:
+        runner.drive(target, batch_id, reversal_options, display.hooks())
+    finally:
+        display.close()
+    if not as_json:
+        click.echo(_summary_text(runner.summary(target, batch_id)), err=True)
+
+
+@main.command("period-end")
+@period_option
+@click.option("--workers", type=click.IntRange(1, 256), default=2, show_default=True)
+@click.option("--range-size", type=click.IntRange(min=1), default=runner.DEFAULT_RANGE_SIZE,
+              show_default=True, help="Policies a range.")
+@click.option("--max-attempts", type=click.IntRange(1, 100),
+              default=runner.DEFAULT_MAX_ATTEMPTS, show_default=True,
+              help="Attempts a range gets before the batch fails.")
+@click.option("--draft", is_flag=True,
+              help="Stop before the commit: a draft to review, then finalize or discard.")
+@max_connections_option
+@json_option
+@click.pass_context
+@handle_errors
+def period_end(ctx: click.Context, period: str, workers: int, range_size: int,
+               max_attempts: int, draft: bool, max_connections: int | None,
+               as_json: bool) -> None:
+    """Post a period's period-end entries: the change in the unearned premium reserve
+    (daily pro rata per policy) and the FX revaluation of monetary balances."""
+    target = target_of(ctx)
+    options = _run_options(workers, range_size, max_attempts, max_connections)
+    options.mode = "DRAFT" if draft else "FINAL"
+    _auto_reversal_first(ctx, period, options, as_json)
+    batch_id = runner.start_period_end(target, period, options)
+    if not as_json:
+        click.echo(f"period-end {'draft' if draft else 'batch'} {batch_id} started for {period}",
+                   err=True)
     _drive(ctx, batch_id, options, as_json)
 
 

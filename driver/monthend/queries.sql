@@ -9,6 +9,15 @@ CALL batch.start_run(%(period)s, %(workers)s, %(range_size)s, %(max_attempts)s, 
 -- Open a reversal batch of a committed run (all its rows, or those given); returns its batch_id.
 CALL batch.start_reversal(%(reverses_batch_id)s, %(reason)s, %(note)s, %(method)s, %(period)s, %(source_types)s, %(source_ids)s, %(workers)s, %(range_size)s, %(max_attempts)s, NULL);
 
+-- name: start_period_end
+-- Open a period-end batch (UPR and FX revaluation) for a period; returns its batch_id.
+CALL batch.start_period_end(%(period)s, %(workers)s, %(range_size)s, %(max_attempts)s, %(mode)s, NULL);
+
+-- name: start_auto_reversal
+-- Open the automatic reversal of the previous period's FX revaluation, if one
+-- is due; returns its batch_id or NULL.
+CALL batch.start_auto_reversal(%(period)s, %(workers)s, %(range_size)s, %(max_attempts)s, NULL);
+
 -- name: preflight
 -- Phase 1: gates, dead letters, claims.
 CALL batch.preflight(%(batch_id)s);
@@ -69,11 +78,12 @@ CALL batch.reopen_batch(%(batch_id)s);
 
 -- name: demo_tools_installed
 -- Whether the synthetic-data generator (migrate --with-demo-data-tools) is in this database.
-SELECT to_regprocedure('subledger.generate_transactions(text,bigint,numeric,bigint,bigint,bigint,bigint)') IS NOT NULL AS installed;
+SELECT to_regprocedure('subledger.generate_transactions(text,bigint,numeric,bigint,bigint,bigint,bigint,bigint)') IS NOT NULL AS installed;
 
 -- name: generate_transactions
 -- Synthetic source data for a period.
-CALL subledger.generate_transactions(%(period)s, %(txns)s, %(bad_fraction)s, %(seed)s, NULL, NULL, NULL);
+CALL subledger.generate_transactions(%(period)s, %(txns)s, %(bad_fraction)s, %(seed)s,
+                                     NULL, NULL, NULL, NULL);
 
 -- name: run_status
 -- One batch's control row.

@@ -111,6 +111,25 @@ def start(target: db.Target, period: str, options: RunOptions) -> int:
     return int(row["p_batch_id"])
 
 
+def start_period_end(target: db.Target, period: str, options: RunOptions) -> int:
+    """Open a PERIOD_END batch (UPR, FX revaluation); it then goes through the
+    same phases as a run."""
+    with db.connect(target) as conn:
+        row = db.call_one(conn, "start_period_end", period=period, workers=options.workers,
+                          range_size=options.range_size, max_attempts=options.max_attempts,
+                          mode=options.mode)
+    return int(row["p_batch_id"])
+
+
+def start_auto_reversal(target: db.Target, period: str, options: RunOptions) -> int | None:
+    """Open the AUTO_REVERSAL of the previous period's FX revaluation when one
+    is due (the first batch of a period); None when nothing is due."""
+    with db.connect(target) as conn:
+        row = db.call_one(conn, "start_auto_reversal", period=period, workers=options.workers,
+                          range_size=options.range_size, max_attempts=options.max_attempts)
+    return None if row is None or row["p_batch_id"] is None else int(row["p_batch_id"])
+
+
 def finalize(target: db.Target, batch_id: int) -> None:
     """Commit a draft, in one transaction with the check that its inputs are unchanged."""
     with db.connect(target) as conn:

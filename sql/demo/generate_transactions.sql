@@ -6,9 +6,30 @@
 -- expense payments, recoveries); log-uniform amounts from 50 to 250,000 in
 -- the currency's minor units, six currencies (JPY with 0 and BHD with 3 minor
 -- units among them), six lines of business, dates spread over the month.
+-- Each premium row is written on a policy of its own, added to
+-- subledger.policy with the row's line of business: a term of 6 months (30%)
+-- or 12 (70%), [inception_date, inception_date + the term). A new business or
+-- renewal row is written at inception, on its own date; an endorsement or a
+-- cancellation falls on a policy incepted earlier, up to a year before it
+-- (half a year for a 6-month term), always inside the term. Policy ids
+-- continue after the largest so far, like the transaction ids. A claims row
+-- names one of the load's policies, drawn at random (claims are not checked
+-- against policies; a load that made no policy names the latest one there is,
+-- or policy 1).
 -- A fraction p_bad_fraction of rows is spoiled, evenly over every kind the
--- pre-flight must catch. Every draw is a hash of (seed, row, attribute), so the
--- same seed gives the same rows, whatever plan or parallelism runs it.
+-- pre-flight must catch, each row for one reason only: a premium row spoiled
+-- otherwise than by a missing policy_id still has its policy, covering the
+-- row's date as generated (a row moved out of every period is dead-lettered
+-- for its date before any policy check); a row without a policy_id has no
+-- policy. p_policy_rows is the number of policies made.
+-- Every draw is a hash of (seed, row, attribute), so the same seed gives the
+-- same rows and policies, whatever plan or parallelism runs it.
+
+-- The generator before it returned its policies, with one OUT parameter
+-- fewer: a CALL with seven arguments would match both.
+DROP PROCEDURE IF EXISTS subledger.generate_transactions(text, bigint, numeric, bigint,
+                                                         bigint, bigint, bigint);
+
 CREATE OR REPLACE PROCEDURE subledger.generate_transactions(
     p_period       text,
     p_txns         bigint,
@@ -16,17 +37,22 @@ CREATE OR REPLACE PROCEDURE subledger.generate_transactions(
     p_seed         bigint DEFAULT 1,
     INOUT p_premium_rows bigint DEFAULT NULL,
     INOUT p_claim_rows   bigint DEFAULT NULL,
-    INOUT p_bad_rows     bigint DEFAULT NULL)
+    INOUT p_bad_rows     bigint DEFAULT NULL,
+    INOUT p_policy_rows  bigint DEFAULT NULL)
 LANGUAGE plpgsql
 SECURITY DEFINER
 SET search_path = pg_catalog, pg_temp
 AS $$
 DECLARE
-    v_start      date;
-    v_days       integer;
-    v_premium_n  bigint;
-    v_premium_id bigint;
-    v_claim_id   bigint;
+    v_start       date;
+    v_days        integer;
+    v_premium_n   bigint;
+    v_premium_id  bigint;
+    v_claim_id    bigint;
+    v_policy_id   bigint;
+    v_policy_n    bigint;
+    v_claim_pol   bigint;
+    v_claim_pol_n bigint;
 BEGIN
     IF p_period !~ '^[0-9]{4}-(0[1-9]|1[0-2])$' THEN
         RAISE EXCEPTION 'period % is not of the form YYYY-MM', p_period
@@ -54,11 +80,30 @@ BEGIN
     -- Ids continue after the largest so far: loads for several periods coexist.
     SELECT coalesce(max(txn_id), 0) INTO v_premium_id FROM subledger.premium_transaction;
     SELECT coalesce(max(claim_id), 0) INTO v_claim_id FROM subledger.claims_transaction;
+    SELECT coalesce(max(policy_id), 0) INTO v_policy_id FROM subledger.policy;
+
+    -- The premium rows that get a policy: all but those spoiled by a missing
+    -- policy_id (bad kind 8, drawn as below from u_bad and u_kind). Counted
+    -- first, so that the claims can draw their policy among the load's.
+    SELECT count(*) INTO v_policy_n
+      FROM generate_series(1, v_premium_n) AS g (i)
+     WHERE NOT ((hashint8extended(g.i, p_seed * 16 + 7) & 281474976710655)::float8
+                    / 281474976710656 < p_bad_fraction
+                AND floor((hashint8extended(g.i, p_seed * 16 + 8) & 281474976710655)::float8
+                              / 281474976710656 * 9)::integer = 8);
+    IF v_policy_n > 0 THEN
+        v_claim_pol := v_policy_id + 1;
+        v_claim_pol_n := v_policy_n;
+    ELSE
+        v_claim_pol := greatest(v_policy_id, 1);
+        v_claim_pol_n := 1;
+    END IF;
 
     -- Shape of the scratch table below, for plpgsql_check (a no-op at run time).
     PERFORM 'PRAGMA:TABLE: generated_row (i bigint, is_premium boolean, txn_type text, '
             'currency text, line_of_business text, txn_date date, policy_id bigint, '
-            'is_bad boolean, bad_kind integer, amount numeric)';
+            'inception_date date, term_months integer, is_bad boolean, bad_kind integer, '
+            'amount numeric)';
     CREATE TEMPORARY TABLE generated_row ON COMMIT DROP AS
     WITH draw AS (
         SELECT g.i,
@@ -71,7 +116,9 @@ BEGIN
                (hashint8extended(g.i, p_seed * 16 + 5) & 281474976710655)::float8 / 281474976710656 AS u_day,
                (hashint8extended(g.i, p_seed * 16 + 6) & 281474976710655)::float8 / 281474976710656 AS u_policy,
                (hashint8extended(g.i, p_seed * 16 + 7) & 281474976710655)::float8 / 281474976710656 AS u_bad,
-               (hashint8extended(g.i, p_seed * 16 + 8) & 281474976710655)::float8 / 281474976710656 AS u_kind
+               (hashint8extended(g.i, p_seed * 16 + 8) & 281474976710655)::float8 / 281474976710656 AS u_kind,
+               (hashint8extended(g.i, p_seed * 16 + 9) & 281474976710655)::float8 / 281474976710656 AS u_term,
+               (hashint8extended(g.i, p_seed * 16 + 10) & 281474976710655)::float8 / 281474976710656 AS u_inception
         FROM generate_series(1, p_txns) AS g (i)
     ), shaped AS (
         SELECT d.i, d.is_premium,
@@ -93,20 +140,54 @@ BEGIN
                (ARRAY['AUTO', 'HOME', 'COMMPROP', 'GENLIAB', 'WORKCOMP', 'MARINE'])
                    [1 + floor(d.u_lob * d.u_lob * 6)::integer] AS line_of_business,
                v_start + floor(d.u_day * v_days)::integer AS txn_date,
-               1 + floor(d.u_policy * greatest(p_txns / 3, 1))::bigint AS policy_id,
+               d.u_policy,
+               CASE WHEN d.u_term < 0.30 THEN 6 ELSE 12 END AS term_months,
+               d.u_inception,
                -- Log-uniform from 50 to 250,000 USD-equivalent: many small, a few large.
                50 * exp(d.u_amount * ln(5000)) AS usd_amount,
                d.u_bad < p_bad_fraction AS is_bad,
                floor(d.u_kind * 9)::integer AS bad_kind
         FROM draw AS d
+    ), placed AS (
+        SELECT s.*,
+               s.is_premium AND NOT (s.is_bad AND s.bad_kind = 8) AS has_policy,
+               -- New business and renewals are written at inception. An
+               -- endorsement or cancellation falls on a policy incepted up to
+               -- 364 days before it (a 12-month term is 365 days or more) or
+               -- 180 (a 6-month term is 181 days or more): inside the term.
+               s.txn_date - CASE WHEN s.txn_type IN ('ENDORSEMENT', 'CANCELLATION')
+                                 THEN floor(s.u_inception
+                                            * CASE s.term_months WHEN 6 THEN 181 ELSE 365 END)::integer
+                                 ELSE 0 END AS inception_date
+        FROM shaped AS s
     )
-    SELECT s.i, s.is_premium, s.txn_type, s.currency, s.line_of_business, s.txn_date,
-           s.policy_id, s.is_bad, s.bad_kind,
-           round((s.usd_amount * CASE s.currency WHEN 'JPY' THEN 150 WHEN 'BHD' THEN 0.377
+    SELECT p.i, p.is_premium, p.txn_type, p.currency, p.line_of_business, p.txn_date,
+           -- A premium row's own policy, numbered in row order; a claim's, one
+           -- of the load's.
+           CASE WHEN p.has_policy
+                THEN v_policy_id + count(*) FILTER (WHERE p.has_policy)
+                                       OVER (ORDER BY p.i ROWS UNBOUNDED PRECEDING)
+                WHEN NOT p.is_premium
+                THEN v_claim_pol + floor(p.u_policy * v_claim_pol_n)::bigint
+           END AS policy_id,
+           CASE WHEN p.has_policy THEN p.inception_date END AS inception_date,
+           CASE WHEN p.has_policy THEN p.term_months END AS term_months,
+           p.is_bad, p.bad_kind,
+           round((p.usd_amount * CASE p.currency WHEN 'JPY' THEN 150 WHEN 'BHD' THEN 0.377
                                                  WHEN 'EUR' THEN 0.92 WHEN 'GBP' THEN 0.79
                                                  WHEN 'CAD' THEN 1.35 ELSE 1 END)::numeric,
-                 CASE s.currency WHEN 'JPY' THEN 0 WHEN 'BHD' THEN 3 ELSE 2 END) AS amount
-    FROM shaped AS s;
+                 CASE p.currency WHEN 'JPY' THEN 0 WHEN 'BHD' THEN 3 ELSE 2 END) AS amount
+    FROM placed AS p;
+
+    -- The policies, from the rows as generated, before any is spoiled: a row
+    -- spoiled for another reason than its policy_id keeps a policy of its own
+    -- line of business whose term covers its date.
+    INSERT INTO subledger.policy (policy_id, line_of_business, inception_date, expiry_date)
+    SELECT g.policy_id, g.line_of_business, g.inception_date,
+           (g.inception_date + make_interval(months => g.term_months))::date
+    FROM generated_row AS g WHERE g.is_premium AND g.inception_date IS NOT NULL
+    ORDER BY g.policy_id;
+    GET DIAGNOSTICS p_policy_rows = ROW_COUNT;
 
     -- Spoil the bad rows, one kind each: 0 null amount, 1 zero, 2 negative,
     -- 3 unknown currency, 4 unknown transaction type, 5 dated outside any
@@ -143,5 +224,6 @@ BEGIN
     -- catches up; the run that follows plans its range joins from them.
     ANALYZE subledger.premium_transaction;
     ANALYZE subledger.claims_transaction;
+    ANALYZE subledger.policy;
 END
 $$;

@@ -20,6 +20,12 @@
 --   fx_rates           md5 over every rate of every period (a few hundred rows:
 --                      the late rows' periods' are known only once it reads)
 --   settings           the functional currency and the late-row policy
+--   policies           subledger.policy, counted and hashed like the source rows
+--                      (a premium row is judged against its policy)
+--   ledger_batches, fx_closing_rates, period_end_accounts
+--                      a period-end's: the committed batches of its period and
+--                      the earlier ones (the balances it revalues, the written
+--                      premium of its UPR), the closing rates, its accounts
 CREATE OR REPLACE FUNCTION batch.draft_input_fingerprint(p_batch_id bigint)
 RETURNS jsonb
 LANGUAGE sql
@@ -49,7 +55,20 @@ AS $$
         'lines_of_business', batch.relation_md5('gl.line_of_business'),
         'fx_rates', batch.relation_md5('gl.fx_rate'),
         'settings', (SELECT md5(concat_ws('|', st.functional_currency, st.late_row_policy))
-                     FROM gl.setting AS st))
+                     FROM gl.setting AS st),
+        'policies', (SELECT jsonb_build_object('rows', count(*),
+                                               'hash', coalesce(sum(hash_record_extended(p, 0)),
+                                                                0)::text)
+                     FROM subledger.policy AS p),
+        -- A period-end is built from the ledger and its closing rates too.
+        'ledger_batches', CASE WHEN r.kind = 'PERIOD_END' THEN
+            (SELECT coalesce(jsonb_agg(b.batch_id ORDER BY b.batch_id), '[]')
+             FROM batch.run AS b
+             WHERE b.status = 'COMMITTED' AND b.period <= r.period) END,
+        'fx_closing_rates', CASE WHEN r.kind = 'PERIOD_END' THEN
+            batch.relation_md5('gl.fx_closing_rate') END,
+        'period_end_accounts', CASE WHEN r.kind = 'PERIOD_END' THEN
+            batch.relation_md5('gl.period_end_account') END)
     FROM batch.run AS r
     JOIN gl.accounting_period AS ap ON ap.period = r.period
     WHERE r.batch_id = p_batch_id

@@ -11,6 +11,9 @@
 --                           posting (claimed by a COMMITTED batch and not
 --                           reversed by a COMMITTED reversal) or an open dead
 --                           letter
+--   period_end_posted       the period has its committed period-end batch
+--                           (gl.period_end_batch), unless
+--                           gl.setting.period_end_required is false
 --   ledger_balanced         the period's lines: debits = credits in each
 --                           transaction currency, in functional currency per
 --                           currency and in total; every line has its header
@@ -86,25 +89,8 @@ BEGIN
     hint := CASE WHEN NOT passed THEN batch.unfinished_batch_hint(v_first_active) END;
     RETURN NEXT;
 
-    WITH unposted AS (
-        SELECT s.currency, count(*) AS n, sum(s.amount) AS amount
-        FROM subledger.source_transaction AS s
-        WHERE s.txn_date BETWEEN v_start AND v_end
-          AND NOT EXISTS (
-              SELECT FROM batch.live_posting AS lp
-              JOIN batch.run AS r ON r.batch_id = lp.batch_id AND r.status = 'COMMITTED'
-              WHERE lp.period = p_period AND lp.source_type = s.source_type
-                AND lp.source_id = s.source_id)
-          AND NOT EXISTS (SELECT FROM batch.dead_letter AS d
-                          WHERE d.status = 'OPEN' AND d.source_type = s.source_type
-                            AND d.source_id = s.source_id)
-        GROUP BY s.currency
-    )
-    SELECT coalesce(sum(u.n), 0),
-           coalesce(jsonb_object_agg(coalesce(u.currency, '?'), coalesce(u.amount, 0)::text)
-                        FILTER (WHERE u.n > 0), '{}')
-      INTO v_unposted, v_unposted_amt
-      FROM unposted AS u;
+    SELECT u.rows, u.amounts INTO v_unposted, v_unposted_amt
+      FROM gl.period_unposted_rows(p_period) AS u;
     check_name := 'subledger_complete';
     passed := v_unposted = 0;
     expected := 'every source row dated in the period posted or dead-lettered';
@@ -113,6 +99,17 @@ BEGIN
     detail := jsonb_build_object('unposted_rows', v_unposted, 'unposted_amount', v_unposted_amt);
     hint := CASE WHEN NOT passed THEN
         format('Post or dead-letter them: `monthend run --period %s`.', p_period) END;
+    RETURN NEXT;
+
+    -- The period-end entries (UPR, FX revaluation) are part of the period.
+    check_name := 'period_end_posted';
+    passed := NOT (SELECT st.period_end_required FROM gl.setting AS st)
+              OR gl.period_end_batch(p_period) IS NOT NULL;
+    expected := 'a committed period-end batch (gl.setting.period_end_required)';
+    actual := coalesce('batch ' || gl.period_end_batch(p_period), 'none');
+    detail := '{}';
+    hint := CASE WHEN NOT passed THEN
+        format('Post them: `monthend period-end --period %s`.', p_period) END;
     RETURN NEXT;
 
     -- The period's lines, summed once; both ledger checks read this.

@@ -42,7 +42,8 @@ LEFT JOIN LATERAL (
            count(*) FILTER (WHERE rg.status = 'FAILED')  AS ranges_failed,
            coalesce(sum(rg.attempts - 1) FILTER (WHERE rg.attempts > 1), 0) AS retries,
            coalesce(sum(rg.row_count) FILTER (WHERE rg.status = 'DONE'), 0) AS rows_done,
-           count(*) FILTER (WHERE rg.stage = 'PREFLIGHT') AS ranges_to_preflight,
+           count(*) FILTER (WHERE rg.stage = 'PREFLIGHT' AND rg.status <> 'DONE')
+               AS ranges_to_preflight,
            count(*) FILTER (WHERE rg.stage = 'PROCESS' AND rg.status <> 'DONE')
                AS ranges_to_process
     FROM batch.range AS rg WHERE rg.batch_id = r.batch_id
