@@ -24,10 +24,11 @@ install: $(VENV)/.installed ## Create the virtual environment and install monthe
 migrate: install ## Apply pending migrations (DATABASE_URL / PG* / embedded cluster)
 	$(MONTHEND) migrate
 
-demo: install ## Embedded database, migrated, one month of sample data, a full run
+demo: install ## Embedded database, migrated, one month of sample data, a full run and its period-end
 	$(MONTHEND) migrate --with-demo-data-tools
 	$(MONTHEND) generate --period $(PERIOD) --txns $(TXNS) --bad-rows 0.01
 	$(MONTHEND) run --period $(PERIOD) --workers 2
+	$(MONTHEND) period-end --period $(PERIOD) --workers 2
 	$(MONTHEND) verify
 	@echo "Stop the embedded cluster with: $(MONTHEND) db stop"
 

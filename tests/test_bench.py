@@ -92,7 +92,13 @@ def test_bench_reports_every_field(target, conn):
     assert result["scaling"] > 0
     runs = {r["batch_id"]: r["status"] for r in conn.execute(
         "SELECT batch_id, status FROM batch.run WHERE period = %s", (result["period"],))}
-    assert runs == {detail["baseline_batch_id"]: "CANCELLED", result["batch_id"]: "COMMITTED"}
+    period_end = result["period_end"]
+    assert runs == {detail["baseline_batch_id"]: "CANCELLED", result["batch_id"]: "COMMITTED",
+                    period_end["batch_id"]: "COMMITTED"}
+    # The period-end after the run: the UPR of the policies its premium is written on.
+    assert period_end["status"] == "COMMITTED" and period_end["seconds"] > 0
+    assert 0 < period_end["policies_with_upr"] <= period_end["policies_in_force"]
+    assert period_end["journal_entries"] > 0 and period_end["policy_ranges"] >= 1
     assert detail["baseline_status"] == "CANCELLED"
     assert result["batch_status"] == "COMMITTED"
 

@@ -87,6 +87,8 @@ def expected_upr() -> dict[tuple[int, str], dict]:
 
 
 def load(conn: psycopg.Connection) -> None:
+    # As a fresh database has it (the tests' template does not).
+    conn.execute("UPDATE gl.setting SET period_end_required = true")
     conn.execute("CALL gl.open_period(%s, 'period-end test')", (PERIOD,))
     for currency, rate in RATES.items():
         conn.execute("INSERT INTO gl.fx_rate (period, currency, rate) VALUES (%s, %s, %s) "
@@ -217,3 +219,80 @@ def test_upr_fx_revaluation_and_automatic_reversal(target, conn) -> None:
 
     verify = monthend_cli(target, "verify", "--json")
     assert verify.returncode == 0, verify.stdout + verify.stderr
+
+
+def test_a_period_end_is_corrected_by_reversal_and_a_new_one(target, conn) -> None:
+    """A committed period-end is not run again; reversed (the reversal machinery
+    unposts its items and its entries are mirrored), it no longer stands for the
+    period, and a new period-end books the same UPR again."""
+    load(conn)
+    cli(target, "run", "--period", PERIOD)
+    first = cli(target, "period-end", "--period", PERIOD)
+    upr = conn.execute("SELECT policy_id, currency, upr, upr_functional FROM gl.upr_detail "
+                       "WHERE batch_id = %s ORDER BY 1, 2", (first["batch_id"],)).fetchall()
+    reversal = cli(target, "reverse", str(first["batch_id"]), "--reason", "OTHER",
+                   "--note", "closing rates corrected")
+    assert reversal["status"] == "COMMITTED"
+    assert reversal["journal_entries"] == first["journal_entries"]
+    assert conn.execute("SELECT gl.period_end_batch(%s) AS b", (PERIOD,)).fetchone()["b"] is None
+    # Mirrored: the UPR and FX accounts are back where the run left them.
+    net = balances(conn, [first["batch_id"], reversal["batch_id"]])
+    assert all(v == (0, 0) for v in net.values())
+
+    second = cli(target, "period-end", "--period", PERIOD)
+    assert second["status"] == "COMMITTED"
+    assert conn.execute("SELECT gl.period_end_batch(%s) AS b", (PERIOD,)).fetchone()[
+        "b"] == second["batch_id"]
+    assert conn.execute("SELECT policy_id, currency, upr, upr_functional FROM gl.upr_detail "
+                        "WHERE batch_id = %s ORDER BY 1, 2", (second["batch_id"],)
+                        ).fetchall() == upr
+    verify = monthend_cli(target, "verify", "--json")
+    assert verify.returncode == 0, verify.stdout + verify.stderr
+
+
+def test_period_end_refusals_say_what_to_do(target, conn) -> None:
+    load(conn)
+    # Rows not yet posted: the written premium is incomplete.
+    refused = monthend_cli(target, "period-end", "--period", PERIOD, "--json")
+    assert refused.returncode == 1, refused.stdout + refused.stderr
+    assert "monthend run --period 2025-01" in refused.stdout + refused.stderr
+    cli(target, "cancel", str(json.loads(refused.stdout)["batch_id"]))
+    cli(target, "run", "--period", PERIOD)
+    # A currency with a monetary balance and no closing rate stops the allocation.
+    conn.execute("DELETE FROM gl.fx_closing_rate WHERE currency = 'JPY'")
+    stopped = monthend_cli(target, "period-end", "--period", PERIOD)
+    assert stopped.returncode != 0
+    assert "JPY" in stopped.stderr and "gl.fx_closing_rate" in stopped.stderr
+    batch_id = conn.execute("SELECT batch_id FROM batch.run WHERE kind = 'PERIOD_END' "
+                            "AND status NOT IN ('CANCELLED', 'COMMITTED')").fetchone()["batch_id"]
+    conn.execute("INSERT INTO gl.fx_closing_rate VALUES (%s, 'JPY', %s)",
+                 (PERIOD, CLOSING["JPY"]))
+    resumed = cli(target, "resume", str(batch_id))
+    assert resumed["status"] == "COMMITTED"
+    # A period that is not open.
+    closed = monthend_cli(target, "period-end", "--period", "2031-01")
+    assert closed.returncode == 2 and "monthend period open" in closed.stderr
+
+
+def test_a_period_end_draft_is_reviewed_then_finalized(target, conn) -> None:
+    """--draft builds and validates the period-end outside the ledger; finalize
+    commits it (its UPR detail attached then) once nothing it read changed."""
+    load(conn)
+    cli(target, "run", "--period", PERIOD)
+    draft = cli(target, "period-end", "--period", PERIOD, "--draft")
+    assert draft["status"] == "DRAFT" and draft["mode"] == "DRAFT"
+    assert conn.execute("SELECT count(*) AS n FROM gl.journal_entry_header "
+                        "WHERE batch_id = %s", (draft["batch_id"],)).fetchone()["n"] == 0
+    assert conn.execute("SELECT count(*) AS n FROM gl.upr_detail").fetchone()["n"] == 0
+    # A closing rate changed after the draft was built: finalize refuses.
+    conn.execute("UPDATE gl.fx_closing_rate SET rate = rate * 1.01 WHERE currency = 'EUR'")
+    refused = monthend_cli(target, "finalize", str(draft["batch_id"]))
+    assert refused.returncode != 0 and "closing rates" in refused.stderr
+    conn.execute("UPDATE gl.fx_closing_rate SET rate = %s WHERE currency = 'EUR'",
+                 (CLOSING["EUR"],))
+    final = cli(target, "finalize", str(draft["batch_id"]))
+    assert final["status"] == "COMMITTED"
+    assert conn.execute("SELECT gl.period_end_batch(%s) AS b", (PERIOD,)).fetchone()[
+        "b"] == draft["batch_id"]
+    assert conn.execute("SELECT count(*) AS n FROM gl.upr_detail WHERE batch_id = %s",
+                        (draft["batch_id"],)).fetchone()["n"] == len(expected_upr())

@@ -1,9 +1,9 @@
 """A period-end killed mid-way resumes to the result of a clean one: the driver is
 SIGKILLed while the batch's workers are held inside its pre-flight ranges (the
-ledger's sums wait on a lock), in its allocation, in its processing (at the gate)
-or half-way through its commit; `monthend resume` finishes it. The UPR detail, the items, the entries and
-the batch's digest equal those of an uninterrupted period-end of the same data
-in a database of its own."""
+ledger's sums wait on a lock), in its allocation, in its processing (at the
+gate) or half-way through its commit; `monthend resume` finishes it. The UPR
+detail, the items, the entries and the batch's digest equal those of an
+uninterrupted period-end of the same data in a database of its own."""
 
 from __future__ import annotations
 

@@ -30,6 +30,8 @@ RUN_ROUTINES = [
     "batch.discard_draft(bigint)",
     "batch.start_reversal(bigint,text,text,text,text,text[],bigint[],integer,integer,integer,"
     "bigint)",
+    "batch.start_period_end(text,integer,integer,integer,text,bigint)",
+    "batch.start_auto_reversal(text,integer,integer,integer,bigint)",
     "batch.preflight(bigint)",
     "batch.allocate_ranges(bigint)",
     "batch.claim_range(bigint,text,bigint,integer,integer)",
@@ -65,7 +67,10 @@ VERIFY_ROUTINES = ["audit.verify_chain(bigint)", "audit.verify_batch(bigint)", "
 RUNNER_REPORTS = ["gl.large_transaction_report(text,numeric,bigint)",
                   "gl.high_value_transaction_report(text,numeric,bigint)",
                   "gl.trial_balance(text,bigint)", "gl.reversal_register(text)",
-                  "batch.batch_movement(bigint)", "batch.accounting_diff(bigint,bigint,text)"]
+                  "batch.batch_movement(bigint)", "batch.accounting_diff(bigint,bigint,text)",
+                  # The period-end reports, and the batch they read (or their refusal).
+                  "gl.upr_report(text)", "gl.fx_revaluation_report(text)",
+                  "gl.period_end_report_batch(text)"]
 AUDITOR_REPORTS = [*RUNNER_REPORTS, "audit.integrity_report(text)"]
 # Observability (sql/views/): read-only functions behind the dashboard, KPIs and
 # health, for both roles; the runner also records alerts and KPIs.
@@ -87,7 +92,13 @@ PERIOD_ROUTINES = ["gl.open_period(text,text)", "gl.close_period(text,boolean,te
 # Read only, for both roles: where a period stands against its closing checks, and a
 # closed period's seal and balances recomputed and verified.
 PERIOD_READ_ROUTINES = ["gl.period_close_checks(text,boolean)", "audit.verify_period(text)",
-                        "audit.period_seal_digest(text)"]
+                        "audit.period_seal_digest(text)",
+                        # Where a period stands against its period-end: rows left
+                        # unposted, the batch that stands for it, a revaluation to
+                        # reverse, and the rounding rule's step 1 its UPR uses.
+                        "gl.period_unposted_rows(text)", "gl.period_end_batch(text)",
+                        "batch.auto_reversal_due(text)",
+                        "gl.functional_amount(numeric,character,text)"]
 # Pure functions giving the canonical text an auditor hashes to check a seal.
 CANONICAL_PREFIX = "audit.canonical_"
 

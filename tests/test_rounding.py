@@ -65,23 +65,26 @@ CASES = [
         1: [(1, "1200", "D", "1.001", "2.66"), (2, "2300", "C", "0.501", "1.33"),
             (3, "2100", "C", "0.500", "1.33")],
     }),
-    # The shipped NEW_BUSINESS rules (1/12 earned) in USD.
+    # The shipped NEW_BUSINESS rules (written premium) in USD: the receivable takes
+    # the premium and the 3% tax charged (balancing, on the debit side).
     ("PREMIUM", 5, "NEW_BUSINESS", "USD", "1000.00", {
-        1: [(1, "1200", "D", "1000.00", "1000.00"), (2, "2300", "C", "30.00", "30.00"),
-            (3, "2100", "C", "970.00", "970.00")],
+        1: [(1, "1200", "D", "1030.00", "1030.00"), (2, "4050", "C", "1000.00", "1000.00"),
+            (3, "2300", "C", "30.00", "30.00")],
         2: [(1, "5200", "D", "150.00", "150.00"), (2, "1400", "D", "20.00", "20.00"),
             (3, "2400", "C", "170.00", "170.00")],
-        3: [(1, "2100", "D", "83.33", "83.33"), (2, "5300", "D", "2.50", "2.50"),
-            (3, "4000", "C", "85.83", "85.83")],
+        3: [(1, "4100", "D", "100.00", "100.00"), (2, "4200", "C", "25.00", "25.00"),
+            (3, "2500", "C", "75.00", "75.00")],
     }),
-    # The shipped rules in JPY: A_f = round(12345 * 0.0067 = 82.7115, 2) = 82.71.
+    # The shipped rules in JPY: A_f = round(12345 * 0.0067 = 82.7115, 2) = 82.71;
+    # 12345 * 0.10 = 1234.5 -> 1235 (half away from zero), 82.71 * 0.10 = 8.271 -> 8.27;
+    # 12345 * 0.025 = 308.625 -> 309, 82.71 * 0.025 = 2.06775 -> 2.07.
     ("PREMIUM", 6, "NEW_BUSINESS", "JPY", "12345", {
-        1: [(1, "1200", "D", "12345", "82.71"), (2, "2300", "C", "370", "2.48"),
-            (3, "2100", "C", "11975", "80.23")],
+        1: [(1, "1200", "D", "12715", "85.19"), (2, "4050", "C", "12345", "82.71"),
+            (3, "2300", "C", "370", "2.48")],
         2: [(1, "5200", "D", "1852", "12.41"), (2, "1400", "D", "247", "1.65"),
             (3, "2400", "C", "2099", "14.06")],
-        3: [(1, "2100", "D", "1029", "6.89"), (2, "5300", "D", "31", "0.21"),
-            (3, "4000", "C", "1060", "7.10")],
+        3: [(1, "4100", "D", "1235", "8.27"), (2, "4200", "C", "309", "2.07"),
+            (3, "2500", "C", "926", "6.20")],
     }),
     # 100.25 * 0.5 = 50.125 -> 50.13 (half-even: 50.12); the balancing line takes 50.12.
     ("CLAIM", 1, "RT_HALF", "USD", "100.25", {
@@ -106,7 +109,7 @@ CASES = [
 TEMPLATE_DESCRIPTIONS = {(t[0], t[1], t[2]): t[3] for t in TEMPLATES} | {
     ("PREMIUM", "NEW_BUSINESS", 1): "Premium written",
     ("PREMIUM", "NEW_BUSINESS", 2): "Commission on written premium",
-    ("PREMIUM", "NEW_BUSINESS", 3): "Premium earned",
+    ("PREMIUM", "NEW_BUSINESS", 3): "Premium ceded to the reinsurer",
 }
 
 
@@ -137,6 +140,10 @@ def insert_source(conn, source_type: str, source_id: int, txn_type: str, currenc
     table, id_col, date_col = (("subledger.premium_transaction", "txn_id", "payment_date")
                                if source_type == "PREMIUM" else
                                ("subledger.claims_transaction", "claim_id", "claim_date"))
+    if source_type == "PREMIUM":
+        # Premium is written on a policy, inside its term.
+        conn.execute("INSERT INTO subledger.policy VALUES (1, 'AUTO', '2025-01-01', "
+                     "'2026-01-01') ON CONFLICT DO NOTHING")
     conn.execute(f"INSERT INTO {table} ({id_col}, policy_id, {date_col}, txn_type, "
                  "line_of_business, amount, currency) VALUES (%s, 1, %s, %s, 'AUTO', %s, %s)",
                  (source_id, txn_date, txn_type, Decimal(amount), currency))

@@ -447,6 +447,7 @@ def run(target: db.Target, options: BenchOptions, log: Log,
         "raw_write_seconds": None, "ratio": None, "raw_write": None,
         "checkpoint_before_passes": None,
         "driver_peak_rss_mb": None,
+        "period_end": None,
     }
     if not scaling:
         result["scaling_detail"]["skipped"] = ("--no-scaling" if not options.scaling
@@ -498,6 +499,35 @@ def _bench(target: db.Target, options: BenchOptions, scaling: bool, log: Log, wa
         _baseline(target, period, options, log, result)
     _measured_run(target, period, options, log, result)
     _raw_write(target, result["batch_id"], options.workers >= 2, log, result)
+    _period_end(target, period, options, log, result)
+
+
+def _period_end(target: db.Target, period: str, options: BenchOptions, log: Log,
+                result: dict[str, Any]) -> None:
+    """The period's period-end batch after its run (UPR of every policy in force,
+    FX revaluation at the closing rates the generator gave the period), start
+    to post-processed, with the same workers."""
+    run_options = runner.RunOptions(workers=options.workers, range_size=options.range_size)
+    due = runner.start_auto_reversal(target, period, run_options)
+    if due is not None:
+        # An earlier benchmark's period-end of the previous period: its
+        # revaluation is reversed first, as the first batch of a period does.
+        runner.drive(target, due, run_options, _progress(log, "automatic reversal"))
+    started = time.monotonic()
+    batch_id = runner.start_period_end(target, period, run_options)
+    log(f"period-end: batch {batch_id}, {options.workers} worker(s), start to post-processed")
+    runner.drive(target, batch_id, run_options, _progress(log, "period-end"))
+    seconds = time.monotonic() - started
+    summary = runner.summary(target, batch_id)
+    with db.connect(target, application_name="monthend bench") as conn:
+        counts = db.call_one(conn, "bench_period_end_counts", batch_id=batch_id) or {}
+    result["period_end"] = {
+        "batch_id": batch_id, "status": summary["status"],
+        "seconds": round(seconds, 3),
+        "phase_seconds": summary["phase_seconds"],
+        "journal_entries": summary["journal_entries"],
+        **counts,
+    }
 
 
 def _fmt(value: Any, digits: int = 3) -> str:
@@ -582,6 +612,19 @@ def render(result: dict[str, Any]) -> Any:
     else:
         row(f"scaling (skipped: {detail.get('skipped')})", None, "scaling")
     row("driver peak RSS MB", result["driver_peak_rss_mb"], "driver_peak_rss_mb", 1)
+
+    period_end = result.get("period_end") or {}
+    if period_end:
+        section("period-end (UPR, FX revaluation)")
+        row("batch", f"{_fmt(period_end.get('batch_id'))} {period_end.get('status') or ''}")
+        row("policies in force at the period's end", period_end.get("policies_in_force"))
+        row("  of which with written premium (UPR rows)", period_end.get("policies_with_upr"))
+        row("policy ranges, ledger ranges",
+            f"{_fmt(period_end.get('policy_ranges'))}, {_fmt(period_end.get('ledger_ranges'))}")
+        row("journal entries", period_end.get("journal_entries"))
+        row("seconds (start to post-processed)", period_end.get("seconds"))
+        for phase, seconds in (period_end.get("phase_seconds") or {}).items():
+            row(f"  {phase} seconds", float(seconds))
 
     section("reference and ratio")
     mode = raw.get("mode")

@@ -939,7 +939,8 @@ def _threshold(_ctx: click.Context, _param: click.Parameter, value: str | None) 
 def report_cmd(ctx: click.Context, name: str, period: str | None, batch_id: int | None,
                threshold: Decimal | None, as_json: bool, as_csv: bool) -> None:
     """Compliance report of a period, read only: large-transactions, high-value,
-    trial-balance, integrity, reversals. Exit 1 when its checks fail."""
+    trial-balance, integrity, reversals; of its period-end: upr (written, earned
+    premium and the UPR), fx-revaluation. Exit 1 when its checks fail."""
     if as_json and as_csv:
         raise click.UsageError("--json and --csv exclude each other.")
 

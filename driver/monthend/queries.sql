@@ -311,6 +311,22 @@ SELECT * FROM gl.reversal_register(%(period)s);
 -- The period's batches, their seals and the verification of each.
 SELECT * FROM audit.integrity_report(%(period)s);
 
+-- name: report_upr
+-- Written premium, opening and closing UPR, its change and the premium earned,
+-- per line of business and currency (refused without a committed period-end).
+SELECT * FROM gl.upr_report(%(period)s);
+
+-- name: report_fx_revaluation
+-- The period-end's FX revaluation per monetary account and currency, its
+-- entry and whether the next period has reversed it.
+SELECT * FROM gl.fx_revaluation_report(%(period)s);
+
+-- name: report_period_end
+-- The period-end batch a period-end report reads, for its header.
+SELECT r.batch_id, r.status, r.mode, r.finished_at
+FROM batch.run AS r
+WHERE r.batch_id = gl.period_end_batch(%(period)s);
+
 -- Audit verification (monthend verify): the checks run together in one
 -- read-only REPEATABLE READ transaction (verify_chain, verify_batch,
 -- audit_head and committed_batches above, and these); the run is recorded
@@ -386,6 +402,23 @@ LIMIT 1;
 -- Visibility map and hint bits of freshly generated rows, set once before any
 -- timed pass, so that neither pass pays for them.
 VACUUM subledger.premium_transaction, subledger.claims_transaction;
+
+-- name: bench_period_end_counts
+-- What a period-end batch computed: policies in force with premium, UPR rows,
+-- the ledger's batches it summed.
+SELECT (SELECT count(DISTINCT d.policy_id) FROM gl.upr_detail AS d
+         WHERE d.batch_id = %(batch_id)s) AS policies_with_upr,
+       (SELECT count(*) FROM gl.upr_detail AS d WHERE d.batch_id = %(batch_id)s) AS upr_rows,
+       (SELECT (e.detail ->> 'policies')::bigint FROM batch.event AS e
+         WHERE e.batch_id = %(batch_id)s AND e.kind = 'PREFLIGHT_RANGES'
+         ORDER BY e.event_id DESC LIMIT 1) AS policies_in_force,
+       (SELECT (e.detail ->> 'policy_ranges')::bigint FROM batch.event AS e
+         WHERE e.batch_id = %(batch_id)s AND e.kind = 'PREFLIGHT_RANGES'
+         ORDER BY e.event_id DESC LIMIT 1) AS policy_ranges,
+       (SELECT (e.detail ->> 'ledger_ranges')::bigint FROM batch.event AS e
+         WHERE e.batch_id = %(batch_id)s AND e.kind = 'PREFLIGHT_RANGES'
+         ORDER BY e.event_id DESC LIMIT 1) AS ledger_ranges,
+       (SELECT count(*) FROM subledger.policy) AS policies;
 
 -- name: bench_vacuum_claims
 -- The claims a cancelled batch released, vacuumed before the next batch claims again.

@@ -1,9 +1,10 @@
 """Compliance reports of a period: ``monthend report NAME --period P``.
 
-Each report is one SQL function in ``sql/views/`` (auditors call the same ones
-from psql); this module runs it in one read-only REPEATABLE READ transaction,
-so every figure of a report comes from one snapshot, and prints the rows as a
-table (rich on a terminal, plain columns otherwise), one JSON document, or CSV.
+Each report is one SQL function in ``sql/functions/`` (the integrity report's in
+``audit/``; auditors call the same ones from psql); this module runs it in one
+read-only REPEATABLE READ transaction, so every figure of a report comes from
+one snapshot, and prints the rows as a table (rich on a terminal, plain columns
+otherwise), one JSON document, or CSV.
 Rows are streamed from the server: a period's large transactions can run to
 millions at 10M source rows, and neither the JSON nor the CSV holds them in
 memory. Amounts are written exactly, never as floats (in JSON as decimal strings,
@@ -12,7 +13,8 @@ monthend.jsonout's one policy): these are figures an auditor reconciles to the c
 ``run`` returns whether the report's checks hold; the CLI exits 1 when they do
 not: a trial balance that does not balance, a committed batch that fails
 verification, a large transaction claimed by a committed batch but missing
-from the ledger.
+from the ledger, a period-end whose entries differ from the UPR change or the
+FX gains they stand for.
 """
 
 from __future__ import annotations
@@ -179,6 +181,40 @@ REVERSAL_COLUMNS = (
     Column("note", lambda r: r["note"] or ""),
 )
 
+UPR_COLUMNS = (
+    Column("lob", lambda r: r["line_of_business"]),
+    Column("cur", lambda r: r["currency"]),
+    Column("written", lambda r: r["written"], numeric=True),
+    Column("opening UPR", lambda r: r["opening_upr"], numeric=True),
+    Column("closing UPR", lambda r: r["closing_upr"], numeric=True),
+    Column("change", lambda r: r["upr_change"], numeric=True),
+    Column("earned", lambda r: r["earned"], numeric=True),
+    Column("written (functional)", lambda r: r["written_functional"], numeric=True),
+    Column("closing UPR (functional)", lambda r: r["closing_upr_functional"], numeric=True),
+    Column("change (functional)", lambda r: r["upr_change_functional"], numeric=True),
+    Column("earned (functional)", lambda r: r["earned_functional"], numeric=True),
+    Column("policies", lambda r: r["policies"], numeric=True),
+    Column("booked", lambda r: r["booked_ok"]),
+)
+
+FX_COLUMNS = (
+    Column("account", lambda r: r["account_code"]),
+    Column("name", lambda r: r["account_name"] or ""),
+    Column("cur", lambda r: r["currency"]),
+    Column("balance", lambda r: r["balance"], numeric=True),
+    Column("carried", lambda r: r["functional_carried"], numeric=True),
+    Column("closing rate", lambda r: r["closing_rate"], numeric=True),
+    Column("revalued", lambda r: r["functional_revalued"], numeric=True),
+    Column("gain/loss", lambda r: r["gain"], numeric=True),
+    Column("entry", lambda r: r["je_number"] or "none"),
+    Column("booked", lambda r: r["booked_ok"]),
+    Column("reversed", lambda r: (f"by {r['reversal_je_number']}" if r["reversed"]
+                                  else "not yet" if r["reversed"] is False else "")),
+)
+
+# The UPR report's amounts, totalled per currency and in functional currency.
+UPR_AMOUNTS = ("written", "opening_upr", "closing_upr", "upr_change", "earned")
+
 
 @dataclass
 class Summary:
@@ -194,6 +230,11 @@ class Summary:
     committed: int = 0
     problems: int = 0
     batches: set[int] = field(default_factory=set)
+    by_currency: dict[str, dict[str, Decimal]] = field(default_factory=dict)
+    functional: dict[str, Decimal] = field(default_factory=dict)
+    opening: Row | None = None
+    entries: int = 0
+    not_reversed: int = 0
 
     def add(self, row: Row) -> None:
         self.rows += 1
@@ -217,6 +258,33 @@ class Summary:
         elif self.kind == "register":
             self.batches.add(row["reversal_batch_id"])
             self.by_status[row["reason"]] += 1
+        elif self.kind == "upr":
+            self.opening = {"batch_id": row["opening_batch_id"], "period": row["opening_period"]}
+            mine = self.by_currency.setdefault(row["currency"],
+                                               dict.fromkeys(UPR_AMOUNTS, Decimal(0)))
+            for key in UPR_AMOUNTS:
+                mine[key] += row[key]
+                self.functional[key] = (self.functional.get(key, Decimal(0))
+                                        + row[f"{key}_functional"])
+            if row["booked_ok"] is False:
+                self.failed.append(
+                    f"{row['line_of_business']} {row['currency']}: period-end batch "
+                    f"{row['period_end_batch_id']} booked a change of {row['booked_change']} "
+                    f"({row['booked_change_functional']} functional), the UPR moved by "
+                    f"{row['upr_change']} ({row['upr_change_functional']} functional)")
+        elif self.kind == "fx-revaluation":
+            key = "gains" if row["gain"] > 0 else "losses"
+            self.functional[key] = self.functional.get(key, Decimal(0)) + row["gain"]
+            if row["je_number"] is not None:
+                self.entries += 1
+                if row["reversed"]:
+                    self.batches.add(row["reversal_batch_id"])
+                else:
+                    self.not_reversed += 1
+            if row["booked_ok"] is False:
+                self.failed.append(
+                    f"{row['account_code']} {row['currency']}: a gain of {row['gain']}, the "
+                    f"ledger holds {row['booked'] if row['booked'] is not None else 'no entry'}")
         elif self.kind == "integrity":
             if row["status"] == "COMMITTED":
                 self.committed += 1
@@ -243,6 +311,18 @@ class Summary:
         if self.kind == "register":
             return {"entries": self.rows, "batches": sorted(self.batches),
                     "by_reason": dict(sorted(self.by_status.items())), "problems": self.failed}
+        if self.kind == "upr":
+            return {"rows": self.rows, "opening": self.opening,
+                    "by_currency": dict(sorted(self.by_currency.items())),
+                    "functional": {key: self.functional.get(key, Decimal(0))
+                                   for key in UPR_AMOUNTS},
+                    "problems": self.failed}
+        if self.kind == "fx-revaluation":
+            gains = self.functional.get("gains", Decimal(0))
+            losses = self.functional.get("losses", Decimal(0))
+            return {"rows": self.rows, "gains": gains, "losses": losses, "net": gains + losses,
+                    "entries": self.entries, "reversal_batches": sorted(self.batches),
+                    "not_reversed": self.not_reversed, "problems": self.failed}
         if self.kind == "trial-balance":
             total = self.total or {}
             return {"debit": total.get("debit"), "credit": total.get("credit"),
@@ -255,7 +335,7 @@ class Summary:
 class Report:
     name: str
     query: str
-    kind: str  # transactions, trial-balance, integrity, register
+    kind: str  # transactions, trial-balance, integrity, register, upr, fx-revaluation
     title: str
 
 
@@ -269,7 +349,13 @@ REPORTS = {
     "integrity": Report("integrity", "report_integrity", "integrity",
                         "Audit-trail integrity"),
     "reversals": Report("reversals", "report_reversals", "register", "Reversal register"),
+    "upr": Report("upr", "report_upr", "upr", "Unearned premium reserve and earned premium"),
+    "fx-revaluation": Report("fx-revaluation", "report_fx_revaluation", "fx-revaluation",
+                             "FX revaluation of monetary balances"),
 }
+# The reports of a period's period-end batch (gl.period_end_batch): they are
+# refused, saying what to do, for a period without one.
+PERIOD_END_KINDS = ("upr", "fx-revaluation")
 NAMES = tuple(REPORTS)
 
 
@@ -304,10 +390,13 @@ class RowStream:
 
 
 def _header_fields(report: Report, meta: Row, threshold: Decimal | None,
-                   batch: Row | None = None) -> dict[str, Any]:
+                   batch: Row | None = None, period_end: Row | None = None) -> dict[str, Any]:
     fields: dict[str, Any] = {"report": report.name, "period": meta["period"],
                               "period_status": meta["status"],
                               "functional_currency": meta["functional_currency"]}
+    if period_end is not None:
+        fields.update({"period_end_batch_id": period_end["batch_id"],
+                       "period_end_committed_at": period_end["finished_at"]})
     if batch is not None:
         fields.update({"batch_id": batch["batch_id"], "batch_mode": batch["mode"],
                        "batch_status": batch["status"]})
@@ -416,6 +505,8 @@ def _write_table(out: TextIO, report: Report, head: dict[str, Any], stream: RowS
     if "batch_id" in head:
         what = "draft" if head["batch_mode"] == "DRAFT" else "batch"
         title += f", {what} {head['batch_id']} ({head['batch_status']})"
+    if "period_end_batch_id" in head:
+        title += f", period-end batch {head['period_end_batch_id']}"
     if report.kind == "transactions":
         title += f", at or above {_text(head['threshold'])} {currency}"
         hidden = writer.rows(TRANSACTION_COLUMNS, _counted(iter(stream), summary), title)
@@ -447,6 +538,28 @@ def _write_table(out: TextIO, report: Report, head: dict[str, Any], stream: RowS
         reasons = ", ".join(f"{n} {reason}" for reason, n in sorted(summary.by_status.items()))
         writer.text(f"{summary.rows} reversing entries in {len(summary.batches)} batch(es)"
                     + (f" ({reasons})" if reasons else ""))
+    elif report.kind == "upr":
+        writer.rows(UPR_COLUMNS, _counted(iter(stream), summary), title)
+        opening = summary.opening or {}
+        writer.text(f"{summary.rows} line(s) of business and currency; opening UPR from "
+                    + (f"period-end batch {opening['batch_id']} (period {opening['period']})"
+                       if opening.get("batch_id") else "no earlier period-end (0)"))
+        totals = ", ".join(f"{key.replace('_', ' ').replace('upr', 'UPR')} "
+                           f"{_text(summary.functional.get(key, 0))}" for key in UPR_AMOUNTS)
+        writer.text(f"In {currency}: {totals}")
+    elif report.kind == "fx-revaluation":
+        writer.rows(FX_COLUMNS, _counted(iter(stream), summary), title)
+        doc = summary.document()
+        reversal = (f"reversed by batch {', '.join(map(str, doc['reversal_batches']))}"
+                    if doc["reversal_batches"] else "")
+        if doc["not_reversed"]:
+            reversal += ("; " if reversal else "") + (
+                f"{doc['not_reversed']} not reversed yet (the next period's first batch "
+                f"reverses them)")
+        writer.text(f"{summary.rows} balance(s) revalued; in {currency}: gains "
+                    f"{_text(doc['gains'])}, losses {_text(doc['losses'])}, net "
+                    f"{_text(doc['net'])}; {doc['entries']} entr(ies)"
+                    + (f", {reversal}" if reversal else ""))
     else:
         writer.rows(INTEGRITY_COLUMNS, _counted(iter(stream), summary), title)
         verdict = "OK" if summary.ok else "PROBLEMS FOUND"
@@ -524,8 +637,12 @@ def run(target: db.Target, name: str, period: str | None, fmt: str = "table",
             params["threshold"] = threshold
         if name in BATCH_REPORTS:
             params["batch_id"] = batch_id
+        # Read before the stream, which holds the connection until it ends. None
+        # when the period has no period-end: the report's function then refuses it.
+        period_end = (db.call_one(conn, "report_period_end", period=period)
+                      if report.kind in PERIOD_END_KINDS else None)
         stream = RowStream(conn, report.query, **params)
-        head = _header_fields(report, meta, threshold, batch)
+        head = _header_fields(report, meta, threshold, batch, period_end)
         if on_output:
             on_output()
         if fmt == "json":

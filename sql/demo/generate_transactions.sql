@@ -1,7 +1,7 @@
 -- Synthetic source data for a period, generated set-based in the database.
 -- Opens the period if it has no row (gl.open_period: audited like any
 -- opening; a FUTURE period is left FUTURE, its rows wait for it to open) and
--- adds the FX rates it lacks. p_txns rows: 70% premium
+-- adds the FX rates and the period-end's closing rates it lacks. p_txns rows: 70% premium
 -- (new business, renewals, endorsements, cancellations), 30% claims (loss and
 -- expense payments, recoveries); log-uniform amounts from 50 to 250,000 in
 -- the currency's minor units, six currencies (JPY with 0 and BHD with 3 minor
@@ -73,6 +73,11 @@ BEGIN
     INSERT INTO gl.fx_rate (period, currency, rate)
     VALUES (p_period, 'USD', 1), (p_period, 'EUR', 1.0842), (p_period, 'GBP', 1.2671),
            (p_period, 'CAD', 0.7413), (p_period, 'JPY', 0.006712), (p_period, 'BHD', 2.6525)
+    ON CONFLICT (period, currency) DO NOTHING;
+    -- The period-end's closing rates: the month's rates moved a little.
+    INSERT INTO gl.fx_closing_rate (period, currency, rate)
+    VALUES (p_period, 'EUR', 1.0915), (p_period, 'GBP', 1.2604), (p_period, 'CAD', 0.7452),
+           (p_period, 'JPY', 0.006655), (p_period, 'BHD', 2.6525)
     ON CONFLICT (period, currency) DO NOTHING;
     PERFORM gl.ensure_period_partitions(p_period);
 

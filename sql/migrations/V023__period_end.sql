@@ -99,6 +99,12 @@ VALUES
     ('PREMIUM', 'CANCELLATION', 3, 2, '4200', 'D', 0.025),
     ('PREMIUM', 'CANCELLATION', 3, 3, '4100', 'C', 0.10);
 
+UPDATE gl.journal_template SET description = 'Premium ceded to the reinsurer'
+ WHERE source_type = 'PREMIUM' AND je_seq = 3
+   AND txn_type IN ('NEW_BUSINESS', 'RENEWAL', 'ENDORSEMENT');
+UPDATE gl.journal_template SET description = 'Ceded premium returned by the reinsurer'
+ WHERE source_type = 'PREMIUM' AND je_seq = 3 AND txn_type = 'CANCELLATION';
+
 -- The rate a foreign-currency monetary balance is revalued at, at the
 -- period's end: distinct from gl.fx_rate, the rate its transactions post at.
 CREATE TABLE gl.fx_closing_rate (
