@@ -128,8 +128,8 @@ def test_bench_reports_every_field(target, conn):
     # The committed batch is an ordinary, verifiable one.
     numbers = conn.execute(
         "SELECT count(*) AS n, count(DISTINCT je_number) AS d, min(je_number) AS lo, "
-        "max(je_number) AS hi FROM gl.journal_entry_header WHERE period = %s",
-        (result["period"],)).fetchone()
+        "max(je_number) AS hi FROM gl.journal_entry_header WHERE batch_id = %s",
+        (result["batch_id"],)).fetchone()
     entries = result["journal_entries"]
     assert (numbers["n"], numbers["d"]) == (entries, entries)
     assert (numbers["lo"], numbers["hi"]) == ("2040-01-0000000001", f"2040-01-{entries:010d}")
@@ -149,8 +149,16 @@ def test_bench_without_scaling_takes_the_next_free_period(target, conn):
     assert result["raw_write"]["mode"] == "sequential"
     assert result["raw_write"]["connections"] == 1
     assert result["posted_rows"] == 2000
-    assert [r["status"] for r in conn.execute(
-        "SELECT status FROM batch.run WHERE period = '2040-02'")] == ["COMMITTED"]
+    assert [(r["kind"], r["status"]) for r in conn.execute(
+        "SELECT kind, status FROM batch.run WHERE period = '2040-02' ORDER BY batch_id")] == [
+        ("RUN", "COMMITTED"), ("PERIOD_END", "COMMITTED")]
+    # The next benchmark's period first reverses this one's revaluation.
+    result = bench_json(target, "--txns", "500", "--workers", "1", "--no-scaling")
+    assert result["period"] == "2040-03" and result["period_end"]["status"] == "COMMITTED"
+    assert [(r["kind"], r["reverses_batch_id"] is not None) for r in conn.execute(
+        "SELECT kind, reverses_batch_id FROM batch.run WHERE period = '2040-03' "
+        "ORDER BY batch_id")] == [("AUTO_REVERSAL", True), ("RUN", False),
+                                  ("PERIOD_END", False)]
     assert scratch_tables(conn) == []
 
     # A period that is not fresh, or not a period, is bad usage.

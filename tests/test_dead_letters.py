@@ -37,7 +37,15 @@ CRAFTED = [
     ("CLAIM", 900005, "LOSS_PAYMENT", "USD", "75.00", None, "DATE_MISSING"),
     # Dated in the next, open period: not this run's business.
     ("PREMIUM", 900006, "RENEWAL", "USD", "80.00", f"{NEXT_PERIOD}-03", None),
+    # Written on a policy that is not in subledger.policy.
+    ("PREMIUM", 900007, "NEW_BUSINESS", "USD", "60.00", f"{PERIOD}-13", "POLICY_UNKNOWN"),
+    # Dated before its policy's inception.
+    ("PREMIUM", 900008, "ENDORSEMENT", "USD", "40.00", f"{PERIOD}-02", "OUTSIDE_POLICY_TERM"),
 ]
+# The crafted rows' policy (in force from a year before to a year after), but for
+# the two whose policy is the point.
+CRAFTED_POLICY = 990001
+CRAFTED_POLICIES = {900007: 990404, 900008: 990002}
 NEXT_PERIOD_ID = 900006
 
 # Independent of preflight: the single defect each spoiled row carries, in the
@@ -57,6 +65,10 @@ SELECT s.source_type, s.source_id, s.amount,
             WHEN ap.status = 'CLOSED' THEN 'PERIOD_CLOSED'
             WHEN ap.period IS NULL THEN 'DATE_OUTSIDE_PERIOD'
             WHEN s.policy_id IS NULL THEN 'POLICY_MISSING'
+            WHEN s.source_type = 'PREMIUM' AND pol.policy_id IS NULL THEN 'POLICY_UNKNOWN'
+            WHEN s.source_type = 'PREMIUM' AND NOT (s.txn_date >= pol.inception_date
+                                                    AND s.txn_date < pol.expiry_date)
+                THEN 'OUTSIDE_POLICY_TERM'
             WHEN s.amount IS NULL THEN 'AMOUNT_NULL'
             WHEN s.amount = 0 THEN 'AMOUNT_ZERO'
             WHEN s.amount < 0 THEN 'AMOUNT_NEGATIVE'
@@ -76,6 +88,7 @@ SELECT s.source_type, s.source_id, s.amount,
 FROM src AS s
 LEFT JOIN gl.currency AS c ON c.code = s.currency
 LEFT JOIN gl.accounting_period AS ap ON s.txn_date BETWEEN ap.start_date AND ap.end_date
+LEFT JOIN subledger.policy AS pol ON pol.policy_id = s.policy_id
 """
 
 
@@ -91,9 +104,15 @@ def insert_source(conn, source_type, source_id, txn_type, currency, amount, txn_
     table, id_col, date_col = (("subledger.premium_transaction", "txn_id", "payment_date")
                                if source_type == "PREMIUM" else
                                ("subledger.claims_transaction", "claim_id", "claim_date"))
+    year = int(PERIOD[:4])
+    conn.execute("INSERT INTO subledger.policy VALUES (%s, 'HOME', %s, %s), "
+                 "(%s, 'HOME', %s, %s) ON CONFLICT DO NOTHING",
+                 (CRAFTED_POLICY, f"{year - 1}-01-01", f"{year + 1}-12-31",
+                  990002, f"{PERIOD}-05", f"{year + 1}-01-05"))
     conn.execute(f"INSERT INTO {table} ({id_col}, policy_id, {date_col}, txn_type, "
-                 "line_of_business, amount, currency) VALUES (%s, 7, %s, %s, 'HOME', %s, %s)",
-                 (source_id, txn_date, txn_type, Decimal(amount), currency))
+                 "line_of_business, amount, currency) VALUES (%s, %s, %s, %s, 'HOME', %s, %s)",
+                 (source_id, CRAFTED_POLICIES.get(source_id, CRAFTED_POLICY), txn_date,
+                  txn_type, Decimal(amount), currency))
 
 
 def add_period(conn, period: str, status: str = "OPEN") -> None:

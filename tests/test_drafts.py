@@ -79,7 +79,7 @@ def test_a_draft_leaves_the_ledger_and_the_numbering_untouched(target, conn) -> 
     assert built["digest"] == result["digest"]
     assert set(built["input_fingerprint"]) == {
         "source_rows", "posting_rules", "journal_templates", "currencies",
-        "accounts", "lines_of_business", "fx_rates", "settings"}
+        "accounts", "lines_of_business", "fx_rates", "settings", "policies"}
     assert sum(t["rows"] for t in built["input_fingerprint"]["source_rows"].values()) == \
         DEFAULT.txns - conn.execute(
             "SELECT count(*) AS n FROM subledger.source_transaction "

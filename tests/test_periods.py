@@ -707,10 +707,13 @@ def test_lock_in_order_and_nothing_changes_a_locked_period(conn: psycopg.Connect
 
 def insert_premium(conn: psycopg.Connection, txn_id: int, date: str, amount: str = "100.00",
                    currency: str = "USD", line_of_business: str = "HOME") -> None:
+    # Written on a policy of its own, incepting on the row's date.
+    conn.execute("INSERT INTO subledger.policy VALUES (%s, %s, %s, %s::date + 365)",
+                 (txn_id, line_of_business, date, date))
     conn.execute("INSERT INTO subledger.premium_transaction (txn_id, policy_id, payment_date, "
                  "txn_type, line_of_business, amount, currency) "
-                 "VALUES (%s, 7, %s, 'RENEWAL', %s, %s, %s)",
-                 (txn_id, date, line_of_business, Decimal(amount), currency))
+                 "VALUES (%s, %s, %s, 'RENEWAL', %s, %s, %s)",
+                 (txn_id, txn_id, date, line_of_business, Decimal(amount), currency))
 
 
 @pytest.mark.full
@@ -957,8 +960,8 @@ def test_period_commands(target: db.Target, conn: psycopg.Connection) -> None:
     assert [(c["check_name"], c["status"]) for c in closed["checks"]] == [
         ("period_open", "PASS"), ("earlier_periods_closed", "PASS"),
         ("no_active_batch", "PASS"), ("subledger_complete", "PASS"),
-        ("ledger_balanced", "PASS"), ("ledger_matches_batches", "PASS"),
-        ("dead_letters", "PASS")]
+        ("period_end_posted", "PASS"), ("ledger_balanced", "PASS"),
+        ("ledger_matches_batches", "PASS"), ("dead_letters", "PASS")]
     assert closed["status_detail"]["seal_digest"] == closed["seal_digest"]
 
     proc = monthend_cli(target, "period", "reopen", PERIOD)
@@ -980,7 +983,7 @@ def test_period_commands(target: db.Target, conn: psycopg.Connection) -> None:
     assert refused["period"] == NEXT and refused["exit_code"] == 2
     assert [c["check_name"] for c in refused["checks"]] == [
         "period_open", "earlier_periods_closed", "no_active_batch", "subledger_complete",
-        "ledger_balanced", "ledger_matches_batches", "dead_letters"]
+        "period_end_posted", "ledger_balanced", "ledger_matches_batches", "dead_letters"]
     assert [c["check_name"] for c in refused["checks"] if not c["passed"]] == [
         "subledger_complete"]
     assert refused["checks"][3]["detail"]["unposted_rows"] == 20

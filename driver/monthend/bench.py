@@ -495,6 +495,12 @@ def _bench(target: db.Target, options: BenchOptions, scaling: bool, log: Log, wa
         # Both passes then read the rows as a month's loads are read at month end:
         # vacuumed, without hint bits left for the first reader to set.
         db.call(conn, "bench_vacuum_source")
+    # An earlier benchmark's period-end of the previous period: its revaluation
+    # is reversed first, as the first batch of a period does (not timed).
+    run_options = runner.RunOptions(workers=options.workers, range_size=options.range_size)
+    due = runner.start_auto_reversal(target, period, run_options)
+    if due is not None:
+        runner.drive(target, due, run_options, _progress(log, "automatic reversal"))
     if scaling:
         _baseline(target, period, options, log, result)
     _measured_run(target, period, options, log, result)
@@ -508,11 +514,6 @@ def _period_end(target: db.Target, period: str, options: BenchOptions, log: Log,
     FX revaluation at the closing rates the generator gave the period), start
     to post-processed, with the same workers."""
     run_options = runner.RunOptions(workers=options.workers, range_size=options.range_size)
-    due = runner.start_auto_reversal(target, period, run_options)
-    if due is not None:
-        # An earlier benchmark's period-end of the previous period: its
-        # revaluation is reversed first, as the first batch of a period does.
-        runner.drive(target, due, run_options, _progress(log, "automatic reversal"))
     started = time.monotonic()
     batch_id = runner.start_period_end(target, period, run_options)
     log(f"period-end: batch {batch_id}, {options.workers} worker(s), start to post-processed")

@@ -59,16 +59,15 @@ AS $$
         'policies', (SELECT jsonb_build_object('rows', count(*),
                                                'hash', coalesce(sum(hash_record_extended(p, 0)),
                                                                 0)::text)
-                     FROM subledger.policy AS p),
+                     FROM subledger.policy AS p))
         -- A period-end is built from the ledger and its closing rates too.
-        'ledger_batches', CASE WHEN r.kind = 'PERIOD_END' THEN
-            (SELECT coalesce(jsonb_agg(b.batch_id ORDER BY b.batch_id), '[]')
-             FROM batch.run AS b
-             WHERE b.status = 'COMMITTED' AND b.period <= r.period) END,
-        'fx_closing_rates', CASE WHEN r.kind = 'PERIOD_END' THEN
-            batch.relation_md5('gl.fx_closing_rate') END,
-        'period_end_accounts', CASE WHEN r.kind = 'PERIOD_END' THEN
-            batch.relation_md5('gl.period_end_account') END)
+        || CASE WHEN r.kind = 'PERIOD_END' THEN jsonb_build_object(
+               'ledger_batches', (SELECT coalesce(jsonb_agg(b.batch_id ORDER BY b.batch_id), '[]')
+                                  FROM batch.run AS b
+                                  WHERE b.status = 'COMMITTED' AND b.period <= r.period),
+               'fx_closing_rates', batch.relation_md5('gl.fx_closing_rate'),
+               'period_end_accounts', batch.relation_md5('gl.period_end_account'))
+           ELSE '{}'::jsonb END
     FROM batch.run AS r
     JOIN gl.accounting_period AS ap ON ap.period = r.period
     WHERE r.batch_id = p_batch_id
