@@ -52,37 +52,33 @@ BEGIN
             USING ERRCODE = 'object_not_in_prerequisite_state';
     END IF;
 
+    IF v_run.kind IN ('RUN', 'PERIOD_END') THEN
+        -- A run's or a period-end's pre-flight ranges, all done (a run's
+        -- leave stage PREFLIGHT when claimed, a period-end's are DONE in it).
+        SELECT count(*) INTO v_unclaimed
+          FROM batch.range AS rg
+         WHERE rg.batch_id = p_batch_id AND rg.stage = 'PREFLIGHT' AND rg.status <> 'DONE';
+        IF v_unclaimed > 0 THEN
+            RAISE EXCEPTION 'batch % has % ranges still to pre-flight', p_batch_id, v_unclaimed
+                USING ERRCODE = 'object_not_in_prerequisite_state',
+                      HINT = format('Finish them with "monthend resume %s".', p_batch_id);
+        END IF;
+        -- Pre-flight's ranges ran from the first claim to the last commit (a
+        -- run's late ranges were done by its serial part).
+        SELECT max(rg.preflight_finished_at) - min(rg.preflight_started_at) INTO v_window
+          FROM batch.range AS rg
+         WHERE rg.batch_id = p_batch_id
+           AND (v_run.kind = 'PERIOD_END' OR rg.claim_period = v_run.period);
+        PERFORM batch.record_phase_time(p_batch_id, 'preflight_ranges',
+                                        clock_timestamp() - coalesce(v_window, interval '0'));
+    END IF;
+
     IF v_run.kind IN ('REVERSAL', 'AUTO_REVERSAL') THEN
         CALL batch.cut_reversal_ranges(p_batch_id);
     ELSIF v_run.kind = 'PERIOD_END' THEN
-        SELECT count(*) INTO v_unclaimed
-          FROM batch.range AS rg WHERE rg.batch_id = p_batch_id AND rg.status <> 'DONE';
-        IF v_unclaimed > 0 THEN
-            RAISE EXCEPTION 'batch % has % ranges still to pre-flight', p_batch_id, v_unclaimed
-                USING ERRCODE = 'object_not_in_prerequisite_state',
-                      HINT = format('Finish them with "monthend resume %s".', p_batch_id);
-        END IF;
-        SELECT max(rg.preflight_finished_at) - min(rg.preflight_started_at) INTO v_window
-          FROM batch.range AS rg WHERE rg.batch_id = p_batch_id;
-        PERFORM batch.record_phase_time(p_batch_id, 'preflight_ranges',
-                                        clock_timestamp() - coalesce(v_window, interval '0'));
         CALL batch.cut_period_end_ranges(p_batch_id);
         SELECT * INTO STRICT v_run FROM batch.run AS r WHERE r.batch_id = p_batch_id;
     ELSE
-        SELECT count(*) INTO v_unclaimed
-          FROM batch.range AS rg WHERE rg.batch_id = p_batch_id AND rg.stage = 'PREFLIGHT';
-        IF v_unclaimed > 0 THEN
-            RAISE EXCEPTION 'batch % has % ranges still to pre-flight', p_batch_id, v_unclaimed
-                USING ERRCODE = 'object_not_in_prerequisite_state',
-                      HINT = format('Finish them with "monthend resume %s".', p_batch_id);
-        END IF;
-        -- Pre-flight's ranges ran from the first claim to the last commit.
-        SELECT max(rg.preflight_finished_at) - min(rg.preflight_started_at) INTO v_window
-          FROM batch.range AS rg
-         WHERE rg.batch_id = p_batch_id AND rg.claim_period = v_run.period;
-        PERFORM batch.record_phase_time(p_batch_id, 'preflight_ranges',
-                                        clock_timestamp() - coalesce(v_window, interval '0'));
-
         DELETE FROM batch.range AS rg WHERE rg.batch_id = p_batch_id AND rg.row_count = 0;
         -- In two steps, each keeping (batch_id, range_no) unique.
         UPDATE batch.range AS rg SET range_no = -x.range_no

@@ -48,8 +48,11 @@ BEGIN
                    (p.expiry_date - p.inception_date) AS term_days,
                    (p.expiry_date - $3) AS unexpired_days,
                    sum(t.sign * t.amount) AS written,
-                   sum(t.sign * gl.functional_amount(t.amount, t.currency,
-                                                     to_char(t.payment_date, 'YYYY-MM')))
+                   sum(t.sign * gl.functional_amount(
+                       t.amount, coalesce(fx.rate, CASE WHEN t.currency = st.functional_currency
+                                                        THEN 1::numeric END),
+                       (SELECT fc.minor_units FROM gl.setting AS s
+                        JOIN gl.currency AS fc ON fc.code = s.functional_currency)))
                        AS written_f
             FROM subledger.policy AS p
             JOIN LATERAL (
@@ -63,6 +66,10 @@ BEGIN
                               WHERE lp.period = to_char(pt.payment_date, 'YYYY-MM')
                                 AND lp.source_type = 'PREMIUM' AND lp.source_id = pt.txn_id)
             ) AS t ON true
+            -- Each row at its own period's rate.
+            LEFT JOIN gl.fx_rate AS fx
+                   ON fx.period = to_char(t.payment_date, 'YYYY-MM') AND fx.currency = t.currency
+            CROSS JOIN gl.setting AS st
             WHERE p.policy_id BETWEEN $4 AND $5
               AND p.inception_date <= $3 AND p.expiry_date > $3
             GROUP BY p.policy_id, p.line_of_business, t.currency, p.expiry_date,
@@ -73,13 +80,7 @@ BEGIN
     USING v_run.period, v_run.batch_id, v_end, v_range.lo_source_id, v_range.hi_source_id;
     GET DIAGNOSTICS v_rows = ROW_COUNT;
 
-    UPDATE batch.range AS rg
-       SET status = 'DONE', row_count = v_rows, finished_at = clock_timestamp(),
-           preflight_started_at = coalesce(rg.started_at, v_started),
-           preflight_finished_at = clock_timestamp(), last_error = NULL
-     WHERE rg.range_id = p_range_id;
-    PERFORM batch.log_event(v_run.batch_id, 'RANGE_DONE',
-        format('policy range %s done: UPR of %s policy currencies', v_range.range_no, v_rows),
-        jsonb_build_object('range_no', v_range.range_no, 'rows', v_rows, 'stage', 'POLICY'));
+    CALL batch.complete_period_end_range(p_range_id, v_rows, v_started,
+        format('policy range %s done: UPR of %s policy currencies', v_range.range_no, v_rows));
 END
 $$;

@@ -46,15 +46,9 @@ BEGIN
     )
     SELECT count(*) INTO v_lines FROM summed;
 
-    UPDATE batch.range AS rg
-       SET status = 'DONE', row_count = v_lines, finished_at = clock_timestamp(),
-           preflight_started_at = coalesce(rg.started_at, v_started),
-           preflight_finished_at = clock_timestamp(), last_error = NULL
-     WHERE rg.range_id = p_range_id;
-    PERFORM batch.log_event(v_range.batch_id, 'RANGE_DONE',
+    CALL batch.complete_period_end_range(p_range_id, v_lines, v_started,
         format('ledger range %s done: batch %s, entries %s..%s, %s account currencies',
                v_range.range_no, v_range.ledger_batch_id, v_range.lo_source_id,
-               v_range.hi_source_id, v_lines),
-        jsonb_build_object('range_no', v_range.range_no, 'rows', v_lines, 'stage', 'LEDGER'));
+               v_range.hi_source_id, v_lines));
 END
 $$;

@@ -98,7 +98,7 @@ PERIOD_READ_ROUTINES = ["gl.period_close_checks(text,boolean)", "audit.verify_pe
                         # reverse, and the rounding rule's step 1 its UPR uses.
                         "gl.period_unposted_rows(text)", "gl.period_end_batch(text)",
                         "batch.auto_reversal_due(text)",
-                        "gl.functional_amount(numeric,character,text)"]
+                        "gl.functional_amount(numeric,numeric,integer)"]
 # Pure functions giving the canonical text an auditor hashes to check a seal.
 CANONICAL_PREFIX = "audit.canonical_"
 

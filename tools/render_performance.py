@@ -120,6 +120,17 @@ def render_section(measurements: list[tuple[str, dict[str, Any]]]) -> str:
         row("ratio (end to end / raw write)", lambda r: r.get("ratio")),
         row("driver peak RSS, MB", lambda r: r.get("driver_peak_rss_mb")),
         row("generation, s (not in end to end)", lambda r: r.get("generate_seconds")),
+        row("period-end: policies in force", lambda r: (r.get("period_end") or {}).get(
+            "policies_in_force")),
+        row("period-end: UPR rows (policy, currency)", lambda r: (r.get("period_end") or {}).get(
+            "upr_rows")),
+        row("period-end: entries", lambda r: (r.get("period_end") or {}).get("journal_entries")),
+        row("period-end: start to post-processed, s", lambda r: (r.get("period_end") or {}).get(
+            "seconds")),
+        *[row(f"period-end phase: {phase.replace('_', '-')}, s",
+              lambda r, p=phase: ((r.get("period_end") or {}).get("phase_seconds") or {}).get(p))
+          for phase in ("preflight", "preflight_ranges", "allocation", "processing",
+                        "validation", "commit")],
     ]
     out += _table(["figure", *names], rows)
     out.append("")

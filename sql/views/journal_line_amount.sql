@@ -1,6 +1,7 @@
 -- The normative amounts-and-rounding rule, written once. For every source row
 -- and every line of every template of its transaction type:
 --   A_f            = round(A * rate(period, currency), minor_units(functional))
+--                    (gl.functional_amount)
 --   ratio line     = round(A * ratio, mu(currency)), round(A_f * ratio, mu(functional))
 --   balancing line = whatever makes debits equal credits, in each currency.
 -- Filters on source_type, source_id and txn_date are pushed below the window,
@@ -67,9 +68,10 @@ FROM (
                                           THEN 1::numeric END) AS fx_rate
         ) AS rate
         CROSS JOIN LATERAL (
-            SELECT round(s.amount * rate.fx_rate,
-                         (SELECT fc.minor_units FROM gl.setting AS st
-                          JOIN gl.currency AS fc ON fc.code = st.functional_currency)) AS amount_f
+            SELECT gl.functional_amount(s.amount, rate.fx_rate,
+                                        (SELECT fc.minor_units FROM gl.setting AS st
+                                         JOIN gl.currency AS fc
+                                           ON fc.code = st.functional_currency)) AS amount_f
         ) AS x
         JOIN gl.posting_rule AS r
           ON r.source_type = s.source_type AND r.txn_type = s.txn_type
