@@ -17,7 +17,13 @@ LANGUAGE plpgsql
 SECURITY DEFINER
 SET search_path = pg_catalog, pg_temp
 -- A range is ~10k policies and their premium rows: read by the policy index,
--- each row's claim found by its primary key.
+-- each row's claim found by its primary key, a probe a row. Called inside
+-- batch.process_range, whose settings (no nested loops, joins in the order
+-- written) are right for a run's ranges and wrong here: they would hash every
+-- claim of the period for every range.
+SET enable_nestloop = on
+SET join_collapse_limit = 8
+SET from_collapse_limit = 8
 SET jit = off
 AS $$
 DECLARE

@@ -46,7 +46,20 @@ BEGIN
      WHERE ap.period = v_run.period;
     SELECT st.functional_currency, c.minor_units INTO STRICT v_functional, v_functional_mu
       FROM gl.setting AS st JOIN gl.currency AS c ON c.code = st.functional_currency;
-    v_opening := batch.period_end_opening_period(v_run.period);
+    -- The LEDGER ranges summed the batches after the opening period its
+    -- pre-flight found: a close or reopen since moved it, and these sums with
+    -- the balances of another period would count a month twice or not at all.
+    v_opening := v_run.opening_period;
+    IF batch.period_end_opening_period(v_run.period) IS DISTINCT FROM v_opening THEN
+        RAISE EXCEPTION 'period-end batch % started from the balances of %, and the latest '
+                        'closed period before % is now %', p_batch_id,
+                        coalesce(v_opening, 'no closed period'), v_run.period,
+                        coalesce(batch.period_end_opening_period(v_run.period), 'none')
+            USING ERRCODE = 'object_not_in_prerequisite_state',
+                  HINT = format('A period was closed or reopened meanwhile: cancel it '
+                                '("monthend cancel %s") and run the period-end again.',
+                                p_batch_id);
+    END IF;
     SELECT gl.period_end_batch(ap.period) INTO v_previous_pe
       FROM gl.accounting_period AS ap
      WHERE ap.period < v_run.period AND gl.period_end_batch(ap.period) IS NOT NULL

@@ -41,6 +41,9 @@ BEGIN
     DELETE FROM batch.range AS rg WHERE rg.batch_id = p_batch_id;
     DELETE FROM batch.validation_result AS v WHERE v.batch_id = p_batch_id;
     DELETE FROM batch.control_total AS c WHERE c.batch_id = p_batch_id;
+    -- A period-end draft's items and revaluation detail.
+    DELETE FROM batch.period_end_item AS i WHERE i.batch_id = p_batch_id;
+    DELETE FROM batch.fx_revaluation_detail AS f WHERE f.batch_id = p_batch_id;
     DELETE FROM batch.kpi AS k WHERE k.batch_id = p_batch_id;
     DELETE FROM batch.event AS e WHERE e.batch_id = p_batch_id;
     DELETE FROM batch.run AS r WHERE r.batch_id = p_batch_id;

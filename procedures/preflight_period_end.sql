@@ -142,7 +142,7 @@ BEGIN
     GET DIAGNOSTICS v_ledger_ranges = ROW_COUNT;
 
     UPDATE batch.run AS r
-       SET status = 'PREFLIGHTING', dead_letter_rows = 0
+       SET status = 'PREFLIGHTING', dead_letter_rows = 0, opening_period = v_opening
      WHERE r.batch_id = p_batch_id;
     PERFORM batch.record_phase_time(p_batch_id, 'preflight', v_started);
     PERFORM batch.log_event(p_batch_id, 'PREFLIGHT_RANGES',

@@ -52,12 +52,18 @@ BEGIN
             USING ERRCODE = 'lock_not_available',
                   HINT = batch.unfinished_batch_hint(v_active_batch);
     END;
-    -- Its selection: the revaluation entries (not the UPR's, which stay).
+    -- Its selection: the revaluation entries not reversed yet (not the UPR's,
+    -- which stay).
     INSERT INTO batch.reversal_selection (batch_id, source_type, source_id)
     SELECT p_batch_id, c.source_type, c.source_id
     FROM batch.source_claim AS c
     JOIN batch.run AS o ON o.batch_id = v_due
-    WHERE c.period = o.period AND c.source_type = 'FX_REVALUATION' AND c.batch_id = v_due;
+    WHERE c.period = o.period AND c.source_type = 'FX_REVALUATION' AND c.batch_id = v_due
+      AND NOT EXISTS (SELECT FROM batch.source_reversal AS sr
+                      JOIN batch.run AS rb ON rb.batch_id = sr.batch_id
+                      WHERE sr.period = c.period AND sr.source_type = c.source_type
+                        AND sr.source_id = c.source_id AND sr.generation = c.generation
+                        AND rb.status <> 'CANCELLED');
 
     PERFORM batch.log_event(p_batch_id, 'BATCH_STARTED',
                             format('automatic reversal %s started for period %s: the FX '

@@ -4,7 +4,8 @@
 -- both, through the phases of a run (batch.preflight_period_end onwards).
 -- Refused, saying what to do, when the period is not OPEN, when its
 -- period-end is already committed (a correction is a reversal of it and a
--- new period-end), when the automatic reversal of the previous period's
+-- new period-end), when a later period's is (period-ends are booked in
+-- period order), when the automatic reversal of the previous period's
 -- revaluation has not been made (batch.start_auto_reversal, which monthend
 -- runs first), or when another batch of the period is unfinished.
 -- A draft (p_mode DRAFT) stops validated, outside the ledger, like a run's.
@@ -46,6 +47,15 @@ BEGIN
             USING ERRCODE = 'invalid_parameter_value',
                   HINT = format('To correct it, reverse it ("monthend reverse %s --reason ...") '
                                 'and run the period-end again.', v_committed);
+    END IF;
+    IF EXISTS (SELECT FROM batch.run AS l
+               WHERE l.kind = 'PERIOD_END' AND l.period > p_period
+                 AND gl.period_end_batch(l.period) = l.batch_id) THEN
+        RAISE EXCEPTION 'a later period has its period-end committed; period % would be booked '
+                        'after it', p_period
+            USING ERRCODE = 'invalid_parameter_value',
+                  HINT = 'Period-ends are booked in period order: reverse the later ones first '
+                         '("monthend reverse B --reason ..."), then book them again in order.';
     END IF;
     v_due := batch.auto_reversal_due(p_period);
     IF v_due IS NOT NULL THEN

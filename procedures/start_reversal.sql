@@ -87,6 +87,25 @@ BEGIN
     END IF;
 
     v_period := coalesce(p_period, v_original.period);
+    -- A period-end is corrected whole, in its own period, and only while it is
+    -- the latest: the next period-end's opening UPR is its closing one.
+    IF v_original.kind = 'PERIOD_END' THEN
+        IF p_source_ids IS NOT NULL OR v_period <> v_original.period THEN
+            RAISE EXCEPTION 'period-end batch % is reversed whole, in its own period %',
+                            p_reverses_batch_id, v_original.period
+                USING ERRCODE = 'invalid_parameter_value',
+                      HINT = format('"monthend reverse %s --reason CODE", without --source-ids '
+                                    'or --period; then "monthend period-end --period %s".',
+                                    p_reverses_batch_id, v_original.period);
+        ELSIF EXISTS (SELECT FROM batch.run AS l
+                      WHERE l.kind = 'PERIOD_END' AND l.period > v_original.period
+                        AND gl.period_end_batch(l.period) = l.batch_id) THEN
+            RAISE EXCEPTION 'period-end batch % of % is followed by a later period''s period-end',
+                            p_reverses_batch_id, v_original.period
+                USING ERRCODE = 'invalid_parameter_value',
+                      HINT = 'Period-ends are corrected latest first: reverse the later ones first.';
+        END IF;
+    END IF;
     SELECT ap.status INTO v_status FROM gl.accounting_period AS ap WHERE ap.period = v_period;
     IF v_period < v_original.period THEN
         RAISE EXCEPTION 'period % is before period % of batch %; a reversal is dated on or after what it reverses',

@@ -53,13 +53,14 @@ BEGIN
     IF p_mode = 'DRAFT' THEN
         SELECT r.batch_id, r.status INTO v_replaced, v_active_state
           FROM batch.run AS r
-         WHERE r.period = p_period AND r.mode = 'DRAFT'
+         WHERE r.period = p_period AND r.mode = 'DRAFT' AND r.kind = 'RUN'
            AND r.status NOT IN ('COMMITTED', 'CANCELLED', 'SUPERSEDED')
            FOR UPDATE;
         IF v_active_state = 'DRAFT' THEN
             FOR v_active_batch IN
                 SELECT r.batch_id FROM batch.run AS r
-                 WHERE r.period = p_period AND r.status = 'SUPERSEDED' ORDER BY r.batch_id
+                 WHERE r.period = p_period AND r.status = 'SUPERSEDED' AND r.kind = 'RUN'
+                 ORDER BY r.batch_id
             LOOP
                 CALL batch.discard_draft(v_active_batch);
             END LOOP;

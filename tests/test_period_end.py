@@ -296,3 +296,35 @@ def test_a_period_end_draft_is_reviewed_then_finalized(target, conn) -> None:
         "b"] == draft["batch_id"]
     assert conn.execute("SELECT count(*) AS n FROM gl.upr_detail WHERE batch_id = %s",
                         (draft["batch_id"],)).fetchone()["n"] == len(expected_upr())
+
+
+def test_a_period_end_stays_whole_and_current(target, conn) -> None:
+    """A period-end is reversed whole and in its own period; a run committed after
+    it makes it stale, and the close says to book it again; a period-end draft
+    is discarded with what it holds."""
+    load(conn)
+    cli(target, "run", "--period", PERIOD)
+    draft = cli(target, "period-end", "--period", PERIOD, "--draft")
+    discarded = monthend_cli(target, "discard", str(draft["batch_id"]))
+    assert discarded.returncode == 0, discarded.stderr
+    assert conn.execute("SELECT count(*) AS n FROM batch.period_end_item WHERE batch_id = %s",
+                        (draft["batch_id"],)).fetchone()["n"] == 0
+
+    pe = cli(target, "period-end", "--period", PERIOD)
+    item = conn.execute("SELECT item_kind, item_id FROM batch.period_end_item "
+                        "WHERE batch_id = %s LIMIT 1", (pe["batch_id"],)).fetchone()
+    with pytest.raises(psycopg.errors.InvalidParameterValue, match="reversed whole"):
+        conn.execute("CALL batch.start_reversal(%s, 'OTHER', NULL, 'side', NULL, %s, %s, "
+                     "2, 10000, 3, NULL)",
+                     (pe["batch_id"], [item["item_kind"]], [item["item_id"]]))
+    with pytest.raises(psycopg.errors.InvalidParameterValue, match="reversed whole"):
+        conn.execute("CALL batch.start_reversal(%s, 'OTHER', NULL, 'side', '2025-02', NULL, "
+                     "NULL, 2, 10000, 3, NULL)", (pe["batch_id"],))
+
+    # A row arrives and is posted after the period-end: the close refuses.
+    conn.execute("INSERT INTO subledger.premium_transaction VALUES "
+                 "(50, 1, '2025-01-31', 'ENDORSEMENT', 'AUTO', 10.00, 'USD')")
+    cli(target, "run", "--period", PERIOD)
+    stale = monthend_cli(target, "period", "close", PERIOD, "--carry-dead-letters")
+    assert stale.returncode == 2 and "period_end_posted" in stale.stderr
+    assert f"monthend reverse {pe['batch_id']}" in stale.stderr

@@ -291,7 +291,8 @@ def run(ctx: click.Context, period: str, workers: int, range_size: int, max_atte
     target = target_of(ctx)
     options = _run_options(workers, range_size, max_attempts, max_connections)
     options.mode = "DRAFT" if draft else "FINAL"
-    _auto_reversal_first(ctx, period, options, as_json)
+    if not draft:
+        _auto_reversal_first(ctx, period, options, as_json)
     batch_id = runner.start(target, period, options)
     if not as_json:
         click.echo(f"{'draft' if draft else 'batch'} {batch_id} started for {period}", err=True)
@@ -301,7 +302,8 @@ def run(ctx: click.Context, period: str, workers: int, range_size: int, max_atte
 def _auto_reversal_first(ctx: click.Context, period: str, options: runner.RunOptions,
                          as_json: bool) -> None:
     """The first batch of a period reverses the previous period's FX revaluation
-    first (batch.auto_reversal_due), as a batch of its own."""
+    first (batch.auto_reversal_due), as a batch of its own. Not for a draft,
+    which posts nothing: its start is refused while the reversal is due."""
     target = target_of(ctx, announce=False)
     reversal_options = runner.RunOptions(workers=options.workers, range_size=options.range_size,
                                          max_attempts=options.max_attempts,
@@ -342,7 +344,8 @@ def period_end(ctx: click.Context, period: str, workers: int, range_size: int,
     target = target_of(ctx)
     options = _run_options(workers, range_size, max_attempts, max_connections)
     options.mode = "DRAFT" if draft else "FINAL"
-    _auto_reversal_first(ctx, period, options, as_json)
+    if not draft:
+        _auto_reversal_first(ctx, period, options, as_json)
     batch_id = runner.start_period_end(target, period, options)
     if not as_json:
         click.echo(f"period-end {'draft' if draft else 'batch'} {batch_id} started for {period}",

@@ -20,8 +20,10 @@
 --   fx_rates           md5 over every rate of every period (a few hundred rows:
 --                      the late rows' periods' are known only once it reads)
 --   settings           the functional currency and the late-row policy
---   policies           subledger.policy, counted and hashed like the source rows
---                      (a premium row is judged against its policy)
+--   policies           the policies the period's premium rows name (a premium row
+--                      is judged against its policy; a period-end's: those in
+--                      force at the period's end), counted and hashed like the
+--                      source rows: upstream adding other policies changes nothing
 --   ledger_batches, fx_closing_rates, period_end_accounts
 --                      a period-end's: the committed batches of its period and
 --                      the earlier ones (the balances it revalues, the written
@@ -59,7 +61,15 @@ AS $$
         'policies', (SELECT jsonb_build_object('rows', count(*),
                                                'hash', coalesce(sum(hash_record_extended(p, 0)),
                                                                 0)::text)
-                     FROM subledger.policy AS p))
+                     FROM subledger.policy AS p
+                     WHERE CASE WHEN r.kind = 'PERIOD_END'
+                                THEN p.inception_date <= ap.end_date
+                                     AND p.expiry_date > ap.end_date
+                                ELSE p.policy_id IN (
+                                         SELECT pt.policy_id
+                                         FROM subledger.premium_transaction AS pt
+                                         WHERE pt.payment_date BETWEEN ap.start_date
+                                                                   AND ap.end_date) END))
         -- A period-end is built from the ledger and its closing rates too.
         || CASE WHEN r.kind = 'PERIOD_END' THEN jsonb_build_object(
                'ledger_batches', (SELECT coalesce(jsonb_agg(b.batch_id ORDER BY b.batch_id), '[]')

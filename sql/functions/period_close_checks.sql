@@ -12,8 +12,11 @@
 --                           reversed by a COMMITTED reversal) or an open dead
 --                           letter
 --   period_end_posted       the period has its committed period-end batch
---                           (gl.period_end_batch), unless
---                           gl.setting.period_end_required is false
+--                           (gl.period_end_batch), committed after every
+--                           other batch of the period, unless
+--                           gl.setting.period_end_required is false; and the
+--                           previous period's revaluation is reversed
+--                           (batch.auto_reversal_due)
 --   ledger_balanced         the period's lines: debits = credits in each
 --                           transaction currency, in functional currency per
 --                           currency and in total; every line has its header
@@ -49,6 +52,8 @@ DECLARE
     v_mismatch     text;
     v_dead_rows    bigint;
     v_dead_amt     jsonb;
+    v_period_end   bigint;
+    v_stale        text;
 BEGIN
     SELECT ap.status, ap.start_date, ap.end_date INTO v_status, v_start, v_end
       FROM gl.accounting_period AS ap WHERE ap.period = p_period;
@@ -101,15 +106,37 @@ BEGIN
         format('Post or dead-letter them: `monthend run --period %s`.', p_period) END;
     RETURN NEXT;
 
-    -- The period-end entries (UPR, FX revaluation) are part of the period.
+    -- The period-end entries (UPR, FX revaluation) are part of the period: its
+    -- period-end batch stands and no batch of the period committed after it
+    -- (it would not have read them), and the previous period's revaluation
+    -- is reversed on its first day.
+    v_period_end := gl.period_end_batch(p_period);
+    SELECT string_agg(r.batch_id::text, ', ' ORDER BY r.batch_id) INTO v_stale
+      FROM batch.run AS r
+      JOIN batch.run AS pe ON pe.batch_id = v_period_end
+     WHERE r.period = p_period AND r.status = 'COMMITTED' AND r.kind IN ('RUN', 'REVERSAL')
+       AND r.je_count > 0 AND r.finished_at > pe.finished_at;
     check_name := 'period_end_posted';
-    passed := NOT (SELECT st.period_end_required FROM gl.setting AS st)
-              OR gl.period_end_batch(p_period) IS NOT NULL;
-    expected := 'a committed period-end batch (gl.setting.period_end_required)';
-    actual := coalesce('batch ' || gl.period_end_batch(p_period), 'none');
+    passed := (NOT (SELECT st.period_end_required FROM gl.setting AS st)
+               OR (v_period_end IS NOT NULL AND v_stale IS NULL))
+              AND batch.auto_reversal_due(p_period) IS NULL;
+    expected := 'a committed period-end batch after the period''s last batch '
+                '(gl.setting.period_end_required), the previous revaluation reversed';
+    actual := CASE WHEN batch.auto_reversal_due(p_period) IS NOT NULL
+                   THEN format('the revaluation of batch %s not reversed',
+                               batch.auto_reversal_due(p_period))
+                   WHEN v_stale IS NOT NULL
+                   THEN format('batch %s, before batch(es) %s', v_period_end, v_stale)
+                   ELSE coalesce('batch ' || v_period_end, 'none') END;
     detail := '{}';
-    hint := CASE WHEN NOT passed THEN
-        format('Post them: `monthend period-end --period %s`.', p_period) END;
+    hint := CASE WHEN passed THEN NULL
+                 WHEN batch.auto_reversal_due(p_period) IS NOT NULL THEN
+                     format('Reverse it: `monthend run --period %s` makes the reversal first.',
+                            p_period)
+                 WHEN v_stale IS NOT NULL THEN
+                     format('Reverse it (`monthend reverse %s --reason OTHER`) and post it '
+                            'again: `monthend period-end --period %s`.', v_period_end, p_period)
+                 ELSE format('Post them: `monthend period-end --period %s`.', p_period) END;
     RETURN NEXT;
 
     -- The period's lines, summed once; both ledger checks read this.

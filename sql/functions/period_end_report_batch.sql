@@ -9,6 +9,9 @@ CREATE OR REPLACE FUNCTION gl.period_end_report_batch(p_period text)
 RETURNS bigint
 LANGUAGE plpgsql
 STABLE
+-- Its hints are the lifecycle's own (gl.period_posting_hint,
+-- batch.unfinished_batch_hint), which the roles do not call directly.
+SECURITY DEFINER
 SET search_path = pg_catalog, pg_temp
 AS $$
 DECLARE

@@ -247,5 +247,9 @@ COMMENT ON COLUMN batch.range.source_type IS
     'PREMIUM or CLAIM (a run''s, a reversal''s); UPR or FX_REVALUATION (a period-end''s entries); '
     'POLICY or LEDGER (a period-end''s pre-flight ranges: policy ids, je_ids of one batch).';
 ALTER TABLE batch.range ADD COLUMN ledger_batch_id bigint;
+ALTER TABLE batch.run ADD COLUMN opening_period text;
+COMMENT ON COLUMN batch.run.opening_period IS
+    'A period-end''s: the period whose closing balances its FX revaluation starts from '
+    '(batch.period_end_opening_period at its pre-flight; NULL: from the first batch).';
 COMMENT ON COLUMN batch.range.ledger_batch_id IS
     'A LEDGER range: the batch whose entries lo_source_id..hi_source_id (je_ids) it sums.';
