@@ -24,7 +24,11 @@ BEGIN
         RAISE EXCEPTION 'a batch''s staging tables are header and line, not %', p_table
             USING ERRCODE = 'invalid_parameter_value';
     END IF;
-    SELECT * INTO v_run FROM batch.run AS r WHERE r.batch_id = p_batch_id;
+    -- The batch's row first (KEY SHARE, as the checks' rows below would take
+    -- it), then its table: the order commit and validation lock them in. A
+    -- preparation that locked the table first and the row after deadlocked
+    -- with a second driver's commit (row, then table).
+    SELECT * INTO v_run FROM batch.run AS r WHERE r.batch_id = p_batch_id FOR KEY SHARE;
     IF NOT FOUND THEN
         RAISE EXCEPTION 'batch % does not exist', p_batch_id USING ERRCODE = 'no_data_found';
     ELSIF v_run.status <> 'ALLOCATED' THEN
