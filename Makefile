@@ -7,6 +7,7 @@ PERIOD ?= 2025-01
 TXNS ?= 100000
 BENCH_TXNS ?= 1000000
 BENCH_WORKERS ?= 2
+BENCH_POLICIES ?= $(BENCH_TXNS)
 
 .DEFAULT_GOAL := help
 
@@ -32,9 +33,9 @@ demo: install ## Embedded database, migrated, one month of sample data, a full r
 	$(MONTHEND) verify
 	@echo "Stop the embedded cluster with: $(MONTHEND) db stop"
 
-bench: install ## Benchmark: BENCH_TXNS rows (1M) with BENCH_WORKERS (2) against the raw write speed
+bench: install ## Benchmark: BENCH_TXNS rows (1M), BENCH_POLICIES policies (1M), BENCH_WORKERS (2), against the raw write speed
 	$(MONTHEND) migrate --with-demo-data-tools
-	$(MONTHEND) bench --txns $(BENCH_TXNS) --workers $(BENCH_WORKERS)
+	$(MONTHEND) bench --txns $(BENCH_TXNS) --workers $(BENCH_WORKERS) --policies $(BENCH_POLICIES)
 
 lint: install ## ruff over the Python code
 	$(VENV)/bin/ruff check driver tests tools

@@ -22,7 +22,7 @@ BENCH_FIELDS = {
     "phase_seconds", "commit_seconds", "scaling", "scaling_detail", "raw_write_seconds",
     "ratio", "raw_write", "checkpoint_before_passes", "driver_peak_rss_mb", "targets",
     "wal_bytes", "wal_records", "wal_full_page_images", "wal_bytes_per_million_source_rows",
-    "parallel_seconds", "serial_seconds", "serial_share",
+    "parallel_seconds", "serial_seconds", "serial_share", "policies", "book",
 }
 SETTINGS = {"server_version", "fsync", "synchronous_commit", "wal_level", "full_page_writes",
             "shared_buffers", "work_mem", "maintenance_work_mem", "max_wal_size", "jit",
@@ -174,6 +174,46 @@ def test_bench_without_scaling_takes_the_next_free_period(target, conn):
     for text in ("run", "reference and ratio", "settings", ">= 50000", "<= 1.5"):
         assert text in proc.stdout
     assert "not durable" in proc.stderr
+
+
+@pytest.mark.full
+def test_bench_policies_written_the_month_before_by_a_posted_book(target, conn):
+    # 2040-02 is free but 2040-01 is not: the book needs the month before free too.
+    monthend_cli(target, "generate", "--period", "2040-01", "--txns", "10", check=True)
+    result = bench_json(target, "--txns", "1000", "--workers", "1", "--no-scaling",
+                        "--policies", "1500")
+    assert result["period"] == "2040-03" and "book" in result["period_choice"]
+    book, own = result["book"], result["generate"]["policies"]
+    assert own == result["generate"]["premium_rows"] == 700
+    assert book["period"] == "2040-02" and book["premium_rows"] == book["policies"] == 800
+    assert book["txns"] == 1143 and book["policies_written"] == 1500
+    assert [(r["period"], r["kind"], r["status"]) for r in conn.execute(
+        "SELECT period, kind, status FROM batch.run WHERE period >= '2040-02' "
+        "ORDER BY batch_id")] == [("2040-02", "RUN", "COMMITTED"), ("2040-03", "RUN", "COMMITTED"),
+                                  ("2040-03", "PERIOD_END", "COMMITTED")]
+    assert conn.execute("SELECT batch_id FROM batch.run WHERE period = '2040-02'"
+                        ).fetchone()["batch_id"] == book["batch_id"]
+    # The period-end finds the book's policies in force, with their posted premium.
+    in_force = conn.execute(
+        "SELECT count(*) AS n FROM subledger.policy "
+        "WHERE inception_date <= date '2040-03-31' AND expiry_date > date '2040-03-31'"
+        ).fetchone()["n"]
+    assert result["period_end"]["policies_in_force"] == in_force > own
+    assert conn.execute(
+        "SELECT count(*) AS n FROM gl.upr_detail AS d JOIN subledger.premium_transaction AS p "
+        "USING (policy_id) WHERE d.batch_id = %s AND p.payment_date < date '2040-03-01'",
+        (result["period_end"]["batch_id"],)).fetchone()["n"] > 0
+
+    # Enough of the period's own policies: no book.
+    result = bench_json(target, "--txns", "500", "--workers", "1", "--no-scaling",
+                        "--policies", "100")
+    assert result["period"] == "2040-05"
+    assert result["book"]["txns"] == 0 and result["book"]["batch_id"] is None
+    # A given period whose previous month is not fresh is refused, saying why.
+    refused = bench_json(target, "--txns", "10", "--period", "2040-06", "--policies", "20",
+                         expect=2)
+    assert "month before period 2040-06" in refused["error"]
+    assert "2040-05" in refused["error"] and "leave out --policies" in refused["error"]
 
 
 @pytest.mark.full

@@ -4,6 +4,9 @@ Steps, all on the server (no row passes through the driver):
 
 1. the server settings the figures depend on, and whether they are durable;
 2. N synthetic source rows in a fresh period (``subledger.generate_transactions``);
+   with ``--policies P``, the policies its premium rows do not write are the
+   book: written the month before by a load of its own, posted by a run
+   before anything is timed, so that the period-end finds P policies;
 3. unless skipped, the rows processed once by 1 worker, pre-flight through
    pre-commit validation, and that batch cancelled (its claims released, so
    the same rows are unposted again): the baseline of the scaling figure;
@@ -67,6 +70,8 @@ class BenchOptions:
     seed: int = 1
     range_size: int = runner.DEFAULT_RANGE_SIZE
     scaling: bool = True
+    # Policies written by the period's end; None: only those of the period's own rows.
+    policies: int | None = None
 
 
 class BenchFailed(MonthendError):
@@ -157,14 +162,14 @@ def server_settings(conn: psycopg.Connection) -> dict[str, Any]:
     return settings
 
 
-def choose_period(conn: psycopg.Connection, period: str | None) -> tuple[str, str]:
-    """A period with no source rows, no batch and no ledger partition; and how it was chosen."""
-    if period is None:
-        row = db.call_one(conn, "bench_free_period", first=FIRST_FREE_PERIOD)
-        if row is None:
-            raise ConfigurationError(f"no free period in the 100 years from {FIRST_FREE_PERIOD}; "
-                                     "name one with --period.")
-        return row["period"], f"the first free period from {FIRST_FREE_PERIOD}"
+def _month(period: str, months: int) -> str:
+    """The period ``months`` months after (before, when negative) ``period``."""
+    index = int(period[:4]) * 12 + int(period[5:7]) - 1 + months
+    return f"{index // 12:04d}-{index % 12 + 1:02d}"
+
+
+def _not_fresh(conn: psycopg.Connection, period: str) -> list[str]:
+    """Why the period is not fresh for a benchmark; empty when it is."""
     state = db.call_one(conn, "bench_period_state", period=period) or {}
     reasons = [text for key, text in (("has_source_rows", "has source rows"),
                                       ("has_batch", "has a batch"),
@@ -172,11 +177,50 @@ def choose_period(conn: psycopg.Connection, period: str | None) -> tuple[str, st
                if state.get(key)]
     if state.get("period_status") not in (None, "OPEN"):
         reasons.append(f"is {state['period_status']}")
+    return reasons
+
+
+def choose_period(conn: psycopg.Connection, period: str | None,
+                  with_book: bool = False) -> tuple[str, str]:
+    """A period with no source rows, no batch and no ledger partition (and, with
+    a book, the month before it likewise); and how it was chosen."""
+    if period is None:
+        first = FIRST_FREE_PERIOD
+        while True:
+            row = db.call_one(conn, "bench_free_period", first=first)
+            if row is None:
+                raise ConfigurationError(f"no free period in the 100 years from "
+                                         f"{FIRST_FREE_PERIOD}; name one with --period.")
+            if not with_book:
+                return row["period"], f"the first free period from {FIRST_FREE_PERIOD}"
+            after = _month(row["period"], 1)
+            if not _not_fresh(conn, after):
+                return after, (f"the first free period from {FIRST_FREE_PERIOD} "
+                               "after a free one for the book")
+            first = after
+    reasons = _not_fresh(conn, period)
     if reasons:
         raise ConfigurationError(f"period {period} is not fresh: it {', '.join(reasons)}. "
                                  "Name an unused period, or leave out --period to take the "
                                  f"first free one from {FIRST_FREE_PERIOD}.")
+    if with_book:
+        before = _month(period, -1)
+        reasons = _not_fresh(conn, before)
+        if reasons:
+            raise ConfigurationError(
+                f"the book of earlier policies is written in {before}, the month before "
+                f"period {period}, which is not fresh: it {', '.join(reasons)}. Name a "
+                "period whose previous month is unused too, or leave out --policies.")
     return period, "given with --period"
+
+
+def _book_txns(missing: int) -> int:
+    """Source rows of a generated load whose premium rows (70%, rounded) write
+    at least ``missing`` policies."""
+    txns = -(-missing * 10 // 7)
+    while txns > 1 and round((txns - 1) * 0.7) >= missing:
+        txns -= 1
+    return txns
 
 
 def _checkpoint(conn: psycopg.Connection) -> bool:
@@ -448,6 +492,7 @@ def run(target: db.Target, options: BenchOptions, log: Log,
         "checkpoint_before_passes": None,
         "driver_peak_rss_mb": None,
         "period_end": None,
+        "policies": options.policies, "book": None,
     }
     if not scaling:
         result["scaling_detail"]["skipped"] = ("--no-scaling" if not options.scaling
@@ -480,7 +525,7 @@ def _bench(target: db.Target, options: BenchOptions, scaling: bool, log: Log, wa
                 "do not wait for the disk, so these figures are not comparable with the "
                 "targets, which assume durable settings")
             warn(result["warnings"][-1])
-        period, choice = choose_period(conn, options.period)
+        period, choice = choose_period(conn, options.period, options.policies is not None)
         result["period"], result["period_choice"] = period, choice
         log(f"period {period} ({choice}): generating {options.txns:,} source rows")
         began = time.monotonic()
@@ -491,21 +536,75 @@ def _bench(target: db.Target, options: BenchOptions, scaling: bool, log: Log, wa
         result["generate"] = {"premium_rows": row.get("p_premium_rows"),
                               "claim_rows": row.get("p_claim_rows"),
                               "bad_rows": row.get("p_bad_rows"),
+                              "policies": row.get("p_policy_rows"),
                               "seconds": result["generate_seconds"]}
+        if options.policies is not None:
+            result["book"] = _generate_book(conn, _month(period, -1), options,
+                                            int(row.get("p_policy_rows") or 0), log)
         # Both passes then read the rows as a month's loads are read at month end:
         # vacuumed, without hint bits left for the first reader to set.
         db.call(conn, "bench_vacuum_source")
+    run_options = runner.RunOptions(workers=options.workers, range_size=options.range_size)
+    book = result.get("book")
+    if book is not None and book["txns"]:
+        _post_book(target, book, run_options, log)
     # An earlier benchmark's period-end of the previous period: its revaluation
     # is reversed first, as the first batch of a period does (not timed).
-    run_options = runner.RunOptions(workers=options.workers, range_size=options.range_size)
-    due = runner.start_auto_reversal(target, period, run_options)
-    if due is not None:
-        runner.drive(target, due, run_options, _progress(log, "automatic reversal"))
+    _reverse_due(target, period, run_options, log)
     if scaling:
         _baseline(target, period, options, log, result)
     _measured_run(target, period, options, log, result)
     _raw_write(target, result["batch_id"], options.workers >= 2, log, result)
     _period_end(target, period, options, log, result)
+
+
+def _reverse_due(target: db.Target, period: str, run_options: runner.RunOptions,
+                 log: Log) -> None:
+    """The automatic reversal into the period, when one is due (not timed)."""
+    due = runner.start_auto_reversal(target, period, run_options)
+    if due is not None:
+        runner.drive(target, due, run_options, _progress(log, "automatic reversal"))
+
+
+def _generate_book(conn: psycopg.Connection, book_period: str, options: BenchOptions,
+                   own_policies: int, log: Log) -> dict[str, Any]:
+    """The book: a load of the month before the period whose premium rows write
+    the policies the period's own rows do not (none when they write enough)."""
+    assert options.policies is not None
+    missing = max(options.policies - own_policies, 0)
+    book: dict[str, Any] = {"period": book_period, "txns": 0, "premium_rows": 0,
+                            "claim_rows": 0, "policies": 0, "batch_id": None,
+                            "generate_seconds": None, "run_seconds": None,
+                            "policies_written": own_policies}
+    if not missing:
+        log(f"book: the period's rows write {own_policies:,} policies, "
+            f"{options.policies:,} asked; no book")
+        return book
+    book["txns"] = _book_txns(missing)
+    log(f"book: {book['txns']:,} source rows in {book_period} for {missing:,} more policies")
+    began = time.monotonic()
+    row = db.generate_transactions(conn, period=book_period, txns=book["txns"],
+                                   bad_fraction=Decimal(0), seed=options.seed + 1)
+    book.update(premium_rows=row.get("p_premium_rows"), claim_rows=row.get("p_claim_rows"),
+                policies=row.get("p_policy_rows"),
+                generate_seconds=round(time.monotonic() - began, 3))
+    book["policies_written"] = own_policies + int(book["policies"] or 0)
+    return book
+
+
+def _post_book(target: db.Target, book: dict[str, Any], run_options: runner.RunOptions,
+               log: Log) -> None:
+    """The book's load posted by a run of its month, before anything is timed."""
+    _reverse_due(target, book["period"], run_options, log)
+    began = time.monotonic()
+    batch_id = runner.start(target, book["period"], run_options)
+    book["batch_id"] = batch_id
+    log(f"book: batch {batch_id} posts {book['period']} (not timed)")
+    runner.drive(target, batch_id, run_options, _progress(log, "book"))
+    book["run_seconds"] = round(time.monotonic() - began, 3)
+    status = runner.summary(target, batch_id)["status"]
+    if status != "COMMITTED":
+        raise RunFailed(f"the book's batch {batch_id} ended {status}, not COMMITTED")
 
 
 def _period_end(target: db.Target, period: str, options: BenchOptions, log: Log,
@@ -618,6 +717,13 @@ def render(result: dict[str, Any]) -> Any:
     if period_end:
         section("period-end (UPR, FX revaluation)")
         row("batch", f"{_fmt(period_end.get('batch_id'))} {period_end.get('status') or ''}")
+        book = result.get("book") or {}
+        if book.get("batch_id") is not None:
+            row("book (policies written the month before)",
+                f"{_fmt(book.get('policies'))} in {book.get('period')}, batch "
+                f"{_fmt(book.get('batch_id'))}")
+        if book:
+            row("policies written by the period's end", book.get("policies_written"))
         row("policies in force at the period's end", period_end.get("policies_in_force"))
         row("  of which with written premium (UPR rows)", period_end.get("policies_with_upr"))
         row("policy ranges, ledger ranges",

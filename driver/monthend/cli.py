@@ -839,11 +839,16 @@ def _bench_period(_ctx: click.Context, _param: click.Parameter,
               show_default=True, help="Source rows a range.")
 @click.option("--no-scaling", is_flag=True,
               help="Skip the 1-worker pass (no scaling figure).")
+@click.option("--policies", type=click.IntRange(min=1), default=None,
+              help="Policies written by the period's end, for its period-end: those the "
+                   "period's premium rows do not write are written the month before, by a "
+                   "load posted before anything is timed. Default: only the period's own.")
 @json_option
 @click.pass_context
 @handle_errors
 def bench(ctx: click.Context, txns: int, workers: int, period: str | None, bad_rows: float,
-          seed: int, range_size: int, no_scaling: bool, as_json: bool) -> None:
+          seed: int, range_size: int, no_scaling: bool, policies: int | None,
+          as_json: bool) -> None:
     """The benchmark: generate, run, and compare with the machine's raw write speed.
 
     Exit 0 when the run committed (targets missed or not), 1 when it failed."""
@@ -863,7 +868,7 @@ def bench(ctx: click.Context, txns: int, workers: int, period: str | None, bad_r
 
     options = benchmark.BenchOptions(txns=txns, workers=workers, period=period,
                                      bad_rows=bad_rows, seed=seed, range_size=range_size,
-                                     scaling=not no_scaling)
+                                     scaling=not no_scaling, policies=policies)
 
     def show(result: dict[str, Any]) -> None:
         if as_json:
