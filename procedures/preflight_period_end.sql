@@ -24,20 +24,21 @@ SECURITY DEFINER
 SET search_path = pg_catalog, pg_temp
 AS $$
 DECLARE
-    v_started       timestamptz := clock_timestamp();
-    v_run           batch.run%ROWTYPE;
-    v_period_status text;
-    v_end           date;
-    v_unposted      bigint;
-    v_functional_mu integer;
-    v_missing_accts text;
-    v_gate_errors   text[] := '{}'::text[];
-    v_opening       text;
-    v_policies      bigint;
-    v_lo            bigint;
-    v_hi            bigint;
-    v_policy_ranges integer;
-    v_ledger_ranges integer;
+    v_started        timestamptz := clock_timestamp();
+    v_run            batch.run%ROWTYPE;
+    v_period_status  text;
+    v_end            date;
+    v_unposted       bigint;
+    v_functional_mu  integer;
+    v_missing_accts  text;
+    v_gate_errors    text[] := '{}'::text[];
+    v_opening        text;
+    v_ledger_batches bigint[];
+    v_policies       bigint;
+    v_lo             bigint;
+    v_hi             bigint;
+    v_policy_ranges  integer;
+    v_ledger_ranges  integer;
 BEGIN
     SELECT * INTO v_run FROM batch.run AS r WHERE r.batch_id = p_batch_id FOR UPDATE;
     IF NOT FOUND THEN
@@ -125,8 +126,14 @@ BEGIN
     GET DIAGNOSTICS v_policy_ranges = ROW_COUNT;
 
     -- LEDGER ranges: spans of about three entries a source row of range_size
-    -- of every committed batch since the opening balances.
+    -- of every committed batch since the opening balances, as one statement
+    -- sees them: the batches recorded in batch.run.ledger_batches, which the
+    -- close check holds every later commit against.
     v_opening := batch.period_end_opening_period(v_run.period);
+    SELECT coalesce(array_agg(b.batch_id ORDER BY b.batch_id), '{}') INTO v_ledger_batches
+      FROM batch.run AS b
+     WHERE b.status = 'COMMITTED' AND b.je_count > 0
+       AND b.period <= v_run.period AND (v_opening IS NULL OR b.period > v_opening);
     INSERT INTO batch.range (batch_id, range_no, claim_period, source_type, lo_source_id,
                              hi_source_id, row_count, je_offset, je_count, stage,
                              ledger_batch_id)
@@ -137,12 +144,12 @@ BEGIN
     FROM batch.run AS b
     CROSS JOIN LATERAL generate_series(b.je_id_base, b.je_id_base + b.je_count - 1,
                                        3::bigint * v_run.range_size) AS s (lo)
-    WHERE b.status = 'COMMITTED' AND b.je_count > 0
-      AND b.period <= v_run.period AND (v_opening IS NULL OR b.period > v_opening);
+    WHERE b.batch_id = ANY (v_ledger_batches);
     GET DIAGNOSTICS v_ledger_ranges = ROW_COUNT;
 
     UPDATE batch.run AS r
-       SET status = 'PREFLIGHTING', dead_letter_rows = 0, opening_period = v_opening
+       SET status = 'PREFLIGHTING', dead_letter_rows = 0, opening_period = v_opening,
+           ledger_batches = v_ledger_batches
      WHERE r.batch_id = p_batch_id;
     PERFORM batch.record_phase_time(p_batch_id, 'preflight', v_started);
     PERFORM batch.log_event(p_batch_id, 'PREFLIGHT_RANGES',

@@ -157,6 +157,37 @@ def test_archive_let_go_verify_restore_and_archive_again(target: db.Target,
     assert events[-3:] == ["PERIOD_ARCHIVED", "PERIOD_RESTORED", "PERIOD_ARCHIVED"]
 
 
+def test_a_period_with_its_period_end_archives_and_restores(target: db.Target,
+                                                            conn: psycopg.Connection,
+                                                            tmp_path: Path) -> None:
+    """A period-end is archived as every batch is, its entries by its seal; its
+    detail (the UPR of each policy, the items, the FX detail) stays in the
+    database, where the next period-end reads the UPR it starts from."""
+    conn.execute("UPDATE gl.setting SET period_end_required = true")
+    monthend_cli(target, "generate", "--period", PERIOD, "--txns", "600", "--seed", "5",
+                 check=True)
+    run = cli(target, "run", "--period", PERIOD, "--workers", "2", "--range-size", "200")
+    pe = cli(target, "period-end", "--period", PERIOD, "--workers", "2", "--range-size", "20")
+    monthend_cli(target, "period", "close", PERIOD, "--carry-dead-letters", check=True)
+    monthend_cli(target, "period", "lock", PERIOD, check=True)
+    batches = [run["batch_id"], pe["batch_id"]]
+    before = ledger(conn)
+    assert before["upr_md5"] is not None and before["items_md5"] is not None
+
+    directory = tmp_path / "archive"
+    result = cli(target, "archive", "--period", PERIOD, "--to", str(directory))
+    assert result["status"] == "ARCHIVED" and result["batches"] == 2
+    code, checked = offline(directory)
+    assert code == 0 and checked["problems"] == [], checked
+    assert cli(target, "verify", "--full")["ok"]
+    assert ledger(conn)["upr_md5"] == before["upr_md5"]
+
+    restored = cli(target, "restore", "--from", str(directory))
+    assert restored["status"] == "RESTORED"
+    assert ledger(conn) == before
+    assert batch_problems(conn, batches) == {b: [] for b in batches}
+
+
 def test_a_period_not_permanently_closed_is_refused(target: db.Target, conn: psycopg.Connection,
                                                     tmp_path: Path) -> None:
     monthend_cli(target, "generate", "--period", PERIOD, "--txns", "200", check=True)

@@ -328,3 +328,29 @@ def test_a_period_end_stays_whole_and_current(target, conn) -> None:
     stale = monthend_cli(target, "period", "close", PERIOD, "--carry-dead-letters")
     assert stale.returncode == 2 and "period_end_posted" in stale.stderr
     assert f"monthend reverse {pe['batch_id']}" in stale.stderr
+
+
+def test_a_batch_of_an_earlier_period_committed_after_the_period_end_makes_it_stale(
+        target, conn) -> None:
+    """A period-end reads the posted premium and the ledger of every period up to
+    its own: a batch of an earlier, still open period committed after it started
+    may be in none, some or all of its figures, and its close says so."""
+    load(conn)
+    conn.execute("CALL subledger.generate_transactions('2025-02', 300, 0, 5, NULL, NULL, NULL)")
+    cli(target, "run", "--period", "2025-02")
+    pe = cli(target, "period-end", "--period", "2025-02")
+
+    def period_end_check() -> dict:
+        return conn.execute("SELECT passed, actual, hint FROM gl.period_close_checks('2025-02') "
+                            "WHERE check_name = 'period_end_posted'").fetchone()
+
+    assert period_end_check()["passed"] is True
+    late = cli(target, "run", "--period", PERIOD)
+    check = period_end_check()
+    assert check["passed"] is False
+    assert check["actual"] == f"batch {pe['batch_id']}, before batch(es) {late['batch_id']}"
+    assert f"monthend reverse {pe['batch_id']}" in check["hint"]
+    assert "finish period 2025-01 first" in check["hint"]
+    assert conn.execute("SELECT ledger_batches FROM batch.run WHERE batch_id = %s",
+                        (pe["batch_id"],)).fetchone()["ledger_batches"] == [
+        pe["batch_id"] - 1]

@@ -12,8 +12,10 @@
 --                           reversed by a COMMITTED reversal) or an open dead
 --                           letter
 --   period_end_posted       the period has its committed period-end batch
---                           (gl.period_end_batch), committed after every
---                           other batch of the period, unless
+--                           (gl.period_end_batch), which read every committed
+--                           batch of the period and of the earlier ones since
+--                           its opening balances (batch.run.ledger_batches),
+--                           unless
 --                           gl.setting.period_end_required is false; and the
 --                           previous period's revaluation is reversed
 --                           (batch.auto_reversal_due)
@@ -54,6 +56,7 @@ DECLARE
     v_dead_amt     jsonb;
     v_period_end   bigint;
     v_stale        text;
+    v_stale_period text;
 BEGIN
     SELECT ap.status, ap.start_date, ap.end_date INTO v_status, v_start, v_end
       FROM gl.accounting_period AS ap WHERE ap.period = p_period;
@@ -107,20 +110,29 @@ BEGIN
     RETURN NEXT;
 
     -- The period-end entries (UPR, FX revaluation) are part of the period: its
-    -- period-end batch stands and no batch of the period committed after it
-    -- (it would not have read them), and the previous period's revaluation
-    -- is reversed on its first day.
+    -- period-end batch stands and read every committed batch with entries of
+    -- the period and of the earlier ones since its opening balances (it reads
+    -- the ledger and the posted premium from its pre-flight to its
+    -- allocation: one committed since is in none, some or all of its
+    -- figures), and the previous period's revaluation is reversed on its
+    -- first day.
     v_period_end := gl.period_end_batch(p_period);
-    SELECT string_agg(r.batch_id::text, ', ' ORDER BY r.batch_id) INTO v_stale
+    SELECT string_agg(r.batch_id::text, ', ' ORDER BY r.batch_id),
+           min(r.period) FILTER (WHERE r.period < p_period)
+      INTO v_stale, v_stale_period
       FROM batch.run AS r
       JOIN batch.run AS pe ON pe.batch_id = v_period_end
-     WHERE r.period = p_period AND r.status = 'COMMITTED' AND r.kind IN ('RUN', 'REVERSAL')
-       AND r.je_count > 0 AND r.finished_at > pe.finished_at;
+     WHERE r.period <= p_period AND r.batch_id <> pe.batch_id AND r.status = 'COMMITTED'
+       AND r.je_count > 0
+       AND (pe.opening_period IS NULL OR r.period > pe.opening_period)
+       AND CASE WHEN pe.ledger_batches IS NOT NULL THEN r.batch_id <> ALL (pe.ledger_batches)
+                ELSE r.finished_at > pe.started_at END;
     check_name := 'period_end_posted';
     passed := (NOT (SELECT st.period_end_required FROM gl.setting AS st)
                OR (v_period_end IS NOT NULL AND v_stale IS NULL))
               AND batch.auto_reversal_due(p_period) IS NULL;
-    expected := 'a committed period-end batch after the period''s last batch '
+    expected := 'a committed period-end batch that read every committed batch of the '
+                'period and of the earlier open ones '
                 '(gl.setting.period_end_required), the previous revaluation reversed';
     actual := CASE WHEN batch.auto_reversal_due(p_period) IS NOT NULL
                    THEN format('the revaluation of batch %s not reversed',
@@ -133,6 +145,11 @@ BEGIN
                  WHEN batch.auto_reversal_due(p_period) IS NOT NULL THEN
                      format('Reverse it: `monthend run --period %s` makes the reversal first.',
                             p_period)
+                 WHEN v_stale_period IS NOT NULL THEN
+                     format('Reverse it (`monthend reverse %s --reason OTHER`), finish period '
+                            '%s first (its batches, then `monthend period-end --period %s`), '
+                            'then post it again: `monthend period-end --period %s`.',
+                            v_period_end, v_stale_period, v_stale_period, p_period)
                  WHEN v_stale IS NOT NULL THEN
                      format('Reverse it (`monthend reverse %s --reason OTHER`) and post it '
                             'again: `monthend period-end --period %s`.', v_period_end, p_period)
