@@ -55,13 +55,16 @@ GATE_KEY = 774411
 @dataclass(frozen=True)
 class Dataset:
     """One generated period and the range size it is run with: everything the
-    ledger a run produces depends on (the number of workers is not)."""
+    ledger a run produces depends on (the number of workers is not). With
+    ``period_end``, the batch under test is the period's period-end, after a
+    clean run of the period (`prepare`)."""
 
     txns: int = 3000
     bad_rows: str = "0.02"
     seed: int = 7
     range_size: int = 250
     period: str = PERIOD
+    period_end: bool = False
 
     def generate_args(self) -> tuple[str, ...]:
         return ("generate", "--period", self.period, "--txns", str(self.txns),
@@ -71,9 +74,27 @@ class Dataset:
         return ("run", "--period", self.period, "--workers", str(workers),
                 "--range-size", str(self.range_size), "--json", *extra)
 
+    def batch_args(self, workers: int = 2, *extra: str) -> tuple[str, ...]:
+        """The command that makes the batch under test: the run, or the period-end."""
+        if not self.period_end:
+            return self.run_args(workers, *extra)
+        return ("period-end", "--period", self.period, "--workers", str(workers),
+                "--range-size", str(self.range_size), "--json", *extra)
+
+    @property
+    def kind(self) -> str:
+        return "PERIOD_END" if self.period_end else "RUN"
+
     def generate(self, target: db.Target) -> dict[str, Any]:
         proc = monthend_cli(target, *self.generate_args(), "--json", check=True)
         return json.loads(proc.stdout)
+
+    def prepare(self, target: db.Target) -> None:
+        """The period's rows; for a period-end, posted by a clean run first."""
+        self.generate(target)
+        if self.period_end:
+            proc = monthend_cli(target, *self.run_args(), check=True)
+            assert json.loads(proc.stdout)["status"] == "COMMITTED", proc.stdout
 
 
 DEFAULT = Dataset()
@@ -97,8 +118,8 @@ def clean_run_fingerprint(noproc: Any, dataset: Dataset, *, with_ids: bool = Tru
     Clones of the template (and freshly migrated private clusters) hand out the
     same ids, so ``with_ids=True`` compares digests too."""
     with fresh_database(noproc) as ref:
-        dataset.generate(ref)
-        proc = monthend_cli(ref, *dataset.run_args(), check=True)
+        dataset.prepare(ref)
+        proc = monthend_cli(ref, *dataset.batch_args(), check=True)
         result = json.loads(proc.stdout)
         assert result["status"] == "COMMITTED", result
         assert result["ranges_retried"] == 0, result
@@ -235,8 +256,11 @@ def wait_until_held(conn: psycopg.Connection, proc: subprocess.Popen[str] | None
         waiting = held_workers(conn)
         if len(waiting) < workers:
             return None
-        n = conn.execute("SELECT count(*) AS n FROM batch.range WHERE status = 'DONE'"
-                         ).fetchone()["n"]
+        # The held batch's processing ranges (a period-end follows its period's
+        # run, whose ranges are DONE too).
+        n = conn.execute("SELECT count(*) AS n FROM batch.range WHERE status = 'DONE' "
+                         "AND stage = 'PROCESS' AND batch_id = %s",
+                         (waiting[0]["batch_id"],)).fetchone()["n"]
         return waiting if n >= done else None
 
     return wait_for(held, f"{done} range(s) DONE and {workers} workers held mid-range",
@@ -299,7 +323,10 @@ def wait_for_lock_wait(conn: psycopg.Connection, query_like: str,
 # - preflight_ranges: SHARE on the period's claim partition. The workers
 #   claim pre-flight's ranges, lock and classify their rows, write their dead
 #   letters and control totals, then wait for ROW EXCLUSIVE to write the
-#   claims, each inside batch.process_range (batch.preflight_range).
+#   claims, each inside batch.process_range (batch.preflight_range). A
+#   period-end's pre-flight ranges claim nothing: SHARE on
+#   batch.fx_movement_part, where its ledger ranges write their sums (its
+#   policy ranges go through).
 # - allocation: SHARE UPDATE EXCLUSIVE on gl.posting_rule. Pre-flight only reads
 #   it; allocate_ranges places the ranges, takes the batch's je_id block, then
 #   waits to ANALYZE it (SHARE UPDATE EXCLUSIVE conflicts with itself).
@@ -339,16 +366,20 @@ class RunHold:
     batch and the backends that wait. ``release`` lets everything go."""
 
     def __init__(self, conninfo: str, conn: psycopg.Connection, point: str,
-                 after_ranges: int = 1, workers: int = 2, period: str = PERIOD) -> None:
+                 after_ranges: int = 1, workers: int = 2, period: str = PERIOD,
+                 kind: str = "RUN") -> None:
         assert point in HOLD_POINTS, point
         self.conninfo, self.conn, self.point = conninfo, conn, point
         self.after_ranges, self.workers, self.period = after_ranges, workers, period
+        self.kind = kind
         self.gate: Gate | None = None
         self.locks: list[LockHolder] = []
 
     def install(self) -> RunHold:
         if self.point == "preflight":
             self._lock("LOCK TABLE batch.range IN SHARE MODE")
+        elif self.point == "preflight_ranges" and self.kind == "PERIOD_END":
+            self._lock("LOCK TABLE batch.fx_movement_part IN SHARE MODE")
         elif self.point == "preflight_ranges":
             self._lock(f"LOCK TABLE batch.source_claim_{self.period.replace('-', '_')} "
                        "IN SHARE MODE")
@@ -462,9 +493,16 @@ def batch_rows(conn: psycopg.Connection, batch_id: int) -> dict[str, Any]:
                (SELECT count(*) FROM gl.journal_entry_line WHERE batch_id = %(b)s) AS lines,
                (SELECT count(*) FROM pg_class AS c JOIN pg_namespace AS n
                     ON n.oid = c.relnamespace
-                 WHERE n.nspname = 'gl' AND c.relname LIKE '%%\\_b' || %(b)s) AS gl_partitions,
-               (SELECT coalesce(max(je_numbers_used), 0) FROM gl.accounting_period)
-                   AS je_numbers_used
+                 WHERE n.nspname = 'gl' AND c.relname LIKE 'journal\\_entry\\_%%'
+                   AND c.relname LIKE '%%\\_b' || %(b)s) AS gl_partitions,
+               -- The numbers of the batch's period its other committed batches
+               -- (a period-end's run) did not use.
+               (SELECT ap.je_numbers_used
+                       - (SELECT coalesce(sum(o.je_count), 0) FROM batch.run AS o
+                           WHERE o.period = r.period AND o.status = 'COMMITTED'
+                             AND o.batch_id <> r.batch_id)
+                  FROM batch.run AS r JOIN gl.accounting_period AS ap ON ap.period = r.period
+                 WHERE r.batch_id = %(b)s) AS je_numbers_used
         """, {"b": batch_id}).fetchone()
 
 
@@ -530,7 +568,9 @@ def assert_committed(target: db.Target, stdout: str, source_rows: int | None = N
 # strays (no date, or dated where no OPEN period takes them), which the first
 # pre-flight dead-letters. Each is posted (live entries in the ledger: more
 # postings than reversals), reversed and not posted again, or has an open dead
-# letter from a committed batch; never two of these, never none.
+# letter from a committed batch; never two of these, never none. A period-end's
+# entries (source types UPR and FX_REVALUATION) are made from its items, not
+# from source rows: _POSTED_ONCE_SQL accounts for those.
 _ACCOUNTING_SQL = """
 WITH p AS (
     SELECT start_date, end_date FROM gl.accounting_period WHERE period = %(p)s
@@ -544,13 +584,15 @@ WITH p AS (
                                                                   AND ap.end_date)
 ), posted AS (
     SELECT h.source_type, h.source_id
-    FROM gl.journal_entry_header AS h WHERE h.period = %(p)s
+    FROM gl.journal_entry_header AS h
+    WHERE h.period = %(p)s AND h.source_type NOT IN ('UPR', 'FX_REVALUATION')
     GROUP BY h.source_type, h.source_id
     HAVING count(*) FILTER (WHERE h.reverses_je_id IS NULL)
            > count(*) FILTER (WHERE h.reverses_je_id IS NOT NULL)
 ), unposted AS (
     SELECT DISTINCT h.source_type, h.source_id
-    FROM gl.journal_entry_header AS h WHERE h.period = %(p)s
+    FROM gl.journal_entry_header AS h
+    WHERE h.period = %(p)s AND h.source_type NOT IN ('UPR', 'FX_REVALUATION')
     EXCEPT
     SELECT * FROM posted
 ), dead AS (
@@ -585,7 +627,7 @@ FROM judged
 
 _ENTRIES_SQL = """
 WITH per_entry AS (
-    SELECT h.je_id, h.source_type, h.je_seq, s.txn_type, h.source_amount, s.amount,
+    SELECT h.je_id, h.source_type, h.je_seq, t.txn_type, h.source_amount, s.amount,
            -- A live entry: not reversing, not reversed. Only a live one must
            -- carry its source row's amount (a reversed row may be corrected).
            h.reverses_je_id IS NULL
@@ -596,23 +638,30 @@ WITH per_entry AS (
            coalesce(sum(l.functional_debit), 0) AS fd,
            coalesce(sum(l.functional_credit), 0) AS fc
     FROM gl.journal_entry_header AS h
-    LEFT JOIN subledger.source_transaction AS s
+    LEFT JOIN batch.entry_source AS s
       ON s.source_type = h.source_type AND s.source_id = h.source_id
+    LEFT JOIN subledger.source_transaction AS t
+      ON t.source_type = h.source_type AND t.source_id = h.source_id
     LEFT JOIN gl.journal_entry_line AS l
       ON l.je_id = h.je_id AND l.je_date = h.je_date AND l.batch_id = h.batch_id
     WHERE h.period = %(p)s
-    GROUP BY h.je_id, h.source_type, h.je_seq, s.txn_type, h.source_amount, s.amount,
+    GROUP BY h.je_id, h.source_type, h.je_seq, t.txn_type, h.source_amount, s.amount,
              h.reverses_je_id
 )
 SELECT count(*) FILTER (WHERE debit <> credit) AS unbalanced,
        count(*) FILTER (WHERE fd <> fc) AS unbalanced_functional,
-       count(*) FILTER (WHERE debit = 0) AS empty,
+       -- A revaluation moves the functional amounts only.
+       count(*) FILTER (WHERE debit = 0 AND fd = 0) AS empty,
        count(*) FILTER (WHERE live AND source_amount IS DISTINCT FROM amount)
            AS amount_not_source,
-       count(*) FILTER (WHERE lines <> (SELECT count(*) FROM gl.posting_rule AS r
-                                        WHERE r.source_type = e.source_type
-                                          AND r.txn_type = e.txn_type
-                                          AND r.je_seq = e.je_seq)) AS wrong_line_count
+       -- A period-end's entry is two lines, its item's debit and credit.
+       count(*) FILTER (WHERE lines <> CASE WHEN e.source_type IN ('UPR', 'FX_REVALUATION')
+                                             THEN 2
+                                             ELSE (SELECT count(*) FROM gl.posting_rule AS r
+                                                   WHERE r.source_type = e.source_type
+                                                     AND r.txn_type = e.txn_type
+                                                     AND r.je_seq = e.je_seq) END)
+           AS wrong_line_count
 FROM per_entry AS e
 """
 
@@ -647,7 +696,14 @@ SELECT (SELECT count(*) FROM (SELECT FROM gl.journal_entry_header AS h
                                          FILTER (WHERE h.reverses_je_id IS NULL)
                                      - count(DISTINCT h.batch_id)
                                          FILTER (WHERE h.reverses_je_id IS NOT NULL) > 1) AS x)
-           AS rows_live_in_two_batches
+           AS rows_live_in_two_batches,
+       -- Every item of a committed period-end is one entry of that batch.
+       (SELECT count(*) FROM batch.period_end_item AS i
+         JOIN batch.run AS r ON r.batch_id = i.batch_id AND r.status = 'COMMITTED'
+         WHERE NOT EXISTS (SELECT FROM gl.journal_entry_header AS h
+                           WHERE h.source_type = i.item_kind AND h.source_id = i.item_id
+                             AND h.batch_id = i.batch_id AND h.reverses_je_id IS NULL))
+           AS items_not_posted
 """
 
 _NUMBERING_SQL = """

@@ -88,6 +88,35 @@ JOIN batch.run AS r ON r.batch_id = d.batch_id
 WHERE r.period = %(period)s AND r.status = 'COMMITTED'
 """
 
+# What the period's committed period-end batches computed besides their
+# entries: the UPR of each policy, the items the entries were made from and
+# the FX revaluation's detail (none for a period without one).
+_PERIOD_END_SQL = """
+WITH pe AS (
+    SELECT r.batch_id FROM batch.run AS r
+    WHERE r.period = %(period)s AND r.status = 'COMMITTED' AND r.kind = 'PERIOD_END'
+)
+SELECT (SELECT md5(string_agg(concat_ws('|', d.policy_id, d.line_of_business, d.currency,
+                                        d.written_to_date, d.written_to_date_functional,
+                                        d.term_days, d.unexpired_days, d.upr,
+                                        d.upr_functional),
+                              E'\\n' ORDER BY d.batch_id, d.policy_id, d.currency))
+          FROM gl.upr_detail AS d WHERE d.batch_id IN (SELECT batch_id FROM pe)) AS upr_md5,
+       (SELECT md5(string_agg(concat_ws('|', i.item_kind, i.line_of_business, i.currency,
+                                        i.debit_account, i.credit_account, i.amount,
+                                        i.functional_amount, i.fx_rate, i.description,
+                                        i.basis),
+                              E'\\n' ORDER BY i.item_id))
+          FROM batch.period_end_item AS i WHERE i.batch_id IN (SELECT batch_id FROM pe))
+           AS items_md5,
+       (SELECT md5(string_agg(concat_ws('|', f.account_code, f.currency, f.balance,
+                                        f.functional_carried, f.closing_rate,
+                                        f.functional_revalued, f.gain),
+                              E'\\n' ORDER BY f.batch_id, f.account_code, f.currency))
+          FROM batch.fx_revaluation_detail AS f WHERE f.batch_id IN (SELECT batch_id FROM pe))
+           AS fx_revaluation_md5
+"""
+
 _PERIOD_SQL = """
 SELECT ap.status, ap.je_numbers_used FROM gl.accounting_period AS ap WHERE ap.period = %(period)s
 """
@@ -101,7 +130,7 @@ def ledger_fingerprint(conn: psycopg.Connection, period: str, *,
     params = {"period": period}
     with conn.cursor(row_factory=dict_row) as cur:
         result: dict[str, Any] = {}
-        for query in (_RUN_SQL, _HEADERS_SQL, _LINES_SQL, _DEAD_LETTERS_SQL):
+        for query in (_RUN_SQL, _HEADERS_SQL, _LINES_SQL, _DEAD_LETTERS_SQL, _PERIOD_END_SQL):
             row = cur.execute(query, params).fetchone()
             assert row is not None
             result.update(row)

@@ -3,11 +3,13 @@ hits (after k ranges are done, or inside pre-flight's serial part or its
 ranges, allocation, validation, the commit's attach, the commit's seal or
 post-processing: faults.HOLD_POINTS),
 the number of workers,
-the data set, how the run is recovered, and whether it is a final run or a
+the data set, how the run is recovered, whether it is a final run or a
 draft (a draft meets the points before its commit; recovered, it is built to
-DRAFT and then finalized); the run is held at that point, the fault injected,
-the batch recovered, and faults.check_invariants compares the result with a
-clean run of the same data.
+DRAFT and then finalized), and whether the batch is the period's run or its
+period-end (after a clean run of the period: the same points, its own
+pre-flight ranges over policies and the ledger); the batch is held at that
+point, the fault injected, the batch recovered, and faults.check_invariants
+compares the result with a clean run (and period-end) of the same data.
 
 The default run plays QUICK_SEEDS; `pytest -m slow` (make test-faults) plays
 SLOW_ITERATIONS seeds from SLOW_FIRST_SEED. A failure names its seed and plan;
@@ -85,6 +87,13 @@ FAULT_POINTS: dict[str, tuple[str, ...]] = {
 # These crash the whole server: they run on a cluster of their own.
 PRIVATE_FAULTS = {"backend_sigkill", "server_stop"}
 DATASETS = (DEFAULT, Dataset(txns=2000, bad_rows="0.05", seed=3, range_size=150))
+# A period-end's ranges: about 100 of policies and 90 of the ledger's entries
+# in pre-flight, about a dozen of items (UPR by line of business and
+# currency, FX by account and currency) in processing, enough for a plan's
+# ranges done before the hold and its workers held.
+PERIOD_END_DATASET = Dataset(txns=400, bad_rows="0.02", seed=11, range_size=5,
+                             period_end=True)
+PERIOD_END_SHARE = 0.25
 TIMEOUTS = {"statement_timeout": "3s", "lock_timeout": "2s"}
 # The points a draft's own run passes (its commit is the finalize's).
 DRAFT_POINTS = ("preflight", "preflight_ranges", "allocation", "processing", "validation")
@@ -109,6 +118,8 @@ class Plan:
     victim: str
     # FINAL: a run; DRAFT: a draft, recovered to DRAFT, then finalized.
     mode: str = "FINAL"
+    # RUN or PERIOD_END: the batch under test (the dataset says which).
+    kind: str = "RUN"
 
     @classmethod
     def from_seed(cls, seed: int) -> Plan:
@@ -127,9 +138,12 @@ class Plan:
                     resume_early=rng.random() < 0.5,
                     recovery=rng.choice(["driver", "resume"]),
                     victim=rng.choice(["driver", "joiner"]))
-        # Drawn last, so the draws above are what they were before drafts.
+        # Drawn last, so the draws above are what they were before drafts,
+        # and those before period-ends.
         mode = "DRAFT" if point in DRAFT_POINTS and rng.random() < 0.3 else "FINAL"
-        return cls(**plan, mode=mode)
+        if rng.random() < PERIOD_END_SHARE:
+            plan["dataset"] = PERIOD_END_DATASET
+        return cls(**plan, mode=mode, kind=plan["dataset"].kind)
 
     def __str__(self) -> str:
         detail = {"driver_sigkill": f", orphans {self.orphans}, resume "
@@ -140,6 +154,8 @@ class Plan:
         where = (f"after {self.after_ranges} ranges" if self.point == "processing"
                  else f"during {self.point}")
         draft = " of a draft" if self.mode == "DRAFT" else ""
+        if self.kind == "PERIOD_END":
+            draft = f" of a period-end{' draft' if self.mode == 'DRAFT' else ''}"
         return (f"seed {self.seed}: {self.fault} {where}{draft}, {self.workers} workers, "
                 f"{self.dataset.txns} rows of seed {self.dataset.seed} in ranges of "
                 f"{self.dataset.range_size}{detail}")
@@ -205,18 +221,20 @@ class Trial:
 
     def play(self, clean: dict[str, Any]) -> None:
         plan = self.plan
-        plan.dataset.generate(self.target)
+        plan.dataset.prepare(self.target)
         if plan.fault == "driver_sigkill" and plan.orphans == "die":
             self.conn.execute(f"ALTER DATABASE {self.conn.info.dbname} "
                               "SET client_connection_check_interval = '100ms'")
         timeout = plan.fault in TIMEOUTS
         hold = RunHold(self.target.conninfo, self.conn, plan.point, plan.after_ranges,
-                       1 if timeout else plan.workers, plan.dataset.period).install()
+                       1 if timeout else plan.workers, plan.dataset.period,
+                       plan.kind).install()
         proc = None
         try:
             draft = ("--draft",) if plan.mode == "DRAFT" else ()
             proc = start_cli(self.driver_target(),
-                             *plan.dataset.run_args(plan.workers, "--max-attempts", "3", *draft))
+                             *plan.dataset.batch_args(plan.workers, "--max-attempts", "3",
+                                                      *draft))
             reached = hold.reach(proc, wait_phase=not (timeout and plan.point in PHASES_ONLY))
             self.batch_id = reached["batch_id"]
             getattr(self, plan.fault)(hold, proc, reached)
@@ -397,4 +415,14 @@ def test_plans_cover_every_fault_and_point():
     # Drafts meet every fault at every point before their commit.
     assert {(p.fault, p.point) for p in plans if p.mode == "DRAFT"} == {
         (f, p) for f, points in FAULT_POINTS.items() for p in points if p in DRAFT_POINTS}
+    # Period-ends (a quarter of the plans) meet every fault at every point over
+    # twice as many seeds, and the slow schedule plays some.
+    longer = plans + [Plan.from_seed(s) for s in range(SLOW_FIRST_SEED + 1000,
+                                                       SLOW_FIRST_SEED + 2000)]
+    assert {(p.fault, p.point) for p in longer if p.kind == "PERIOD_END"} == {
+        (f, p) for f, points in FAULT_POINTS.items() for p in points}
+    assert {p.point for p in longer if p.kind == "PERIOD_END" and p.mode == "DRAFT"} == set(
+        DRAFT_POINTS)
+    if len(slow) >= 2 * len(FAULT_POINTS) and not os.environ.get(SEED_VARIABLE):
+        assert sum(p.kind == "PERIOD_END" for p in slow) >= len(slow) // 8
     assert [Plan.from_seed(s) for s in range(SLOW_FIRST_SEED, SLOW_FIRST_SEED + 1000)] == plans

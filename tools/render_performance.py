@@ -33,6 +33,14 @@ PHASES = ("preflight", "preflight_ranges", "allocation", "processing", "validati
           "post_processing")
 
 
+def _book_policies(result: dict[str, Any]) -> str | None:
+    """Policies written by the period's end, and how many of them the book wrote."""
+    book = result.get("book")
+    if not book:
+        return None
+    return f"{book['policies_written']:,} ({book['policies'] or 0:,})"
+
+
 def load_measurements(directory: Path = DATA) -> list[tuple[str, dict[str, Any]]]:
     """(file name, document) of every measurement, largest volume first."""
     found = []
@@ -120,6 +128,8 @@ def render_section(measurements: list[tuple[str, dict[str, Any]]]) -> str:
         row("ratio (end to end / raw write)", lambda r: r.get("ratio")),
         row("driver peak RSS, MB", lambda r: r.get("driver_peak_rss_mb")),
         row("generation, s (not in end to end)", lambda r: r.get("generate_seconds")),
+        row("period-end: policies written (the book's, the month before)",
+            lambda r: _book_policies(r)),
         row("period-end: policies in force", lambda r: (r.get("period_end") or {}).get(
             "policies_in_force")),
         row("period-end: UPR rows (policy, currency)", lambda r: (r.get("period_end") or {}).get(

@@ -189,7 +189,8 @@ def choose_period(conn: psycopg.Connection, period: str | None,
         while True:
             row = db.call_one(conn, "bench_free_period", first=first)
             if row is None:
-                raise ConfigurationError(f"no free period in the 100 years from "
+                wanted = "no two free months in a row" if with_book else "no free period"
+                raise ConfigurationError(f"{wanted} in the 100 years from "
                                          f"{FIRST_FREE_PERIOD}; name one with --period.")
             if not with_book:
                 return row["period"], f"the first free period from {FIRST_FREE_PERIOD}"
@@ -604,7 +605,9 @@ def _post_book(target: db.Target, book: dict[str, Any], run_options: runner.RunO
     book["run_seconds"] = round(time.monotonic() - began, 3)
     status = runner.summary(target, batch_id)["status"]
     if status != "COMMITTED":
-        raise RunFailed(f"the book's batch {batch_id} ended {status}, not COMMITTED")
+        raise RunFailed(f"the book's batch {batch_id} ended {status}, not COMMITTED: finish it "
+                        f"with `monthend resume {batch_id}` or abandon it with `monthend cancel "
+                        f"{batch_id}`, then run the benchmark again")
 
 
 def _period_end(target: db.Target, period: str, options: BenchOptions, log: Log,
