@@ -17,8 +17,6 @@ AS $$
 DECLARE
     v_status       text;
     v_due          bigint;
-    v_active_batch bigint;
-    v_active_state text;
 BEGIN
     p_batch_id := NULL;
     v_due := batch.auto_reversal_due(p_period);
@@ -41,16 +39,7 @@ BEGIN
                 v_due, 'side', 'PERIOD_END_REVALUATION')
         RETURNING batch_id INTO p_batch_id;
     EXCEPTION WHEN unique_violation THEN
-        SELECT r.batch_id, r.status INTO v_active_batch, v_active_state
-          FROM batch.run AS r
-         WHERE r.status NOT IN ('COMMITTED', 'CANCELLED', 'SUPERSEDED')
-           AND (r.period = p_period OR r.reverses_batch_id = v_due)
-         ORDER BY r.batch_id
-         LIMIT 1;
-        RAISE EXCEPTION 'period % already has an unfinished batch % (status %)',
-                        p_period, v_active_batch, v_active_state
-            USING ERRCODE = 'lock_not_available',
-                  HINT = batch.unfinished_batch_hint(v_active_batch);
+        PERFORM batch.refuse_unfinished_batch(p_period, v_due);
     END;
     -- Its selection: the revaluation entries not reversed yet (not the UPR's,
     -- which stay).

@@ -24,8 +24,6 @@ DECLARE
     v_status       text;
     v_committed    bigint;
     v_due          bigint;
-    v_active_batch bigint;
-    v_active_state text;
 BEGIN
     SELECT ap.status INTO v_status FROM gl.accounting_period AS ap WHERE ap.period = p_period;
     IF NOT FOUND THEN
@@ -71,13 +69,7 @@ BEGIN
         VALUES (p_period, p_workers, p_range_size, p_max_attempts, 'PERIOD_END', p_mode)
         RETURNING batch_id INTO p_batch_id;
     EXCEPTION WHEN unique_violation THEN
-        SELECT r.batch_id, r.status INTO v_active_batch, v_active_state
-          FROM batch.run AS r
-         WHERE r.period = p_period AND r.status NOT IN ('COMMITTED', 'CANCELLED', 'SUPERSEDED');
-        RAISE EXCEPTION 'period % already has an unfinished batch % (status %)',
-                        p_period, v_active_batch, v_active_state
-            USING ERRCODE = 'lock_not_available',
-                  HINT = batch.unfinished_batch_hint(v_active_batch);
+        PERFORM batch.refuse_unfinished_batch(p_period);
     END;
 
     PERFORM batch.log_event(p_batch_id, 'BATCH_STARTED',

@@ -204,13 +204,7 @@ BEGIN
                       HINT = format('Wait for it, finish it with "monthend resume %s" or abandon it with "monthend cancel %s".',
                                     v_active_batch, v_active_batch);
         END IF;
-        SELECT r.batch_id, r.status INTO v_active_batch, v_active_state
-          FROM batch.run AS r
-         WHERE r.period = v_period AND r.status NOT IN ('COMMITTED', 'CANCELLED', 'SUPERSEDED');
-        RAISE EXCEPTION 'period % already has an unfinished batch % (status %)',
-                        v_period, v_active_batch, v_active_state
-            USING ERRCODE = 'lock_not_available',
-                  HINT = batch.unfinished_batch_hint(v_active_batch);
+        PERFORM batch.refuse_unfinished_batch(v_period);
     END;
 
     INSERT INTO batch.reversal_selection (batch_id, source_type, source_id)

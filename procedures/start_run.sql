@@ -85,10 +85,7 @@ BEGIN
                       HINT = format('Post it with "monthend finalize %s", or remove it with "monthend discard %s" and run again.',
                                     v_active_batch, v_active_batch);
         END IF;
-        RAISE EXCEPTION 'period % already has an unfinished batch % (status %)',
-                        p_period, v_active_batch, v_active_state
-            USING ERRCODE = 'lock_not_available',
-                  HINT = batch.unfinished_batch_hint(v_active_batch);
+        PERFORM batch.refuse_unfinished_batch(p_period);
     END;
 
     PERFORM batch.log_event(p_batch_id, 'BATCH_STARTED',
