@@ -40,6 +40,7 @@ BEGIN
      WHERE rg.batch_id = p_batch_id AND t.range_id = rg.range_id;
     DELETE FROM batch.range AS rg WHERE rg.batch_id = p_batch_id;
     DELETE FROM batch.validation_result AS v WHERE v.batch_id = p_batch_id;
+    DELETE FROM batch.validation_piece AS vp WHERE vp.batch_id = p_batch_id;
     DELETE FROM batch.control_total AS c WHERE c.batch_id = p_batch_id;
     -- A period-end draft's items and revaluation detail.
     DELETE FROM batch.period_end_item AS i WHERE i.batch_id = p_batch_id;

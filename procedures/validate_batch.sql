@@ -1,6 +1,6 @@
 -- Phase 6, pre-commit validation. Takes an ALLOCATED batch whose ranges are all
--- DONE and whose staging tables the workers have counted and indexed
--- (batch.prepare_stage_table: ATTACH at commit then finds the indexes and
+-- DONE and whose staging tables the workers have indexed, analyzed and counted
+-- (batch.run_validation_piece: ATTACH at commit then finds the indexes and
 -- builds nothing). Checks, writing one validation_result row each:
 --   ranges_done            every range DONE
 --   reconciliation_count   posted + dead-lettered = source rows, per type and currency
@@ -8,8 +8,10 @@
 --   debits_equal_credits   per transaction currency, and in functional currency
 --   numbering_gapless      the ranges' blocks tile 1..N exactly
 --   claims_posted_once     every claim of the batch posted exactly once
---   staging_row_counts     the staging tables hold what the ranges recorded
---                          (the latest counts prepare_stage_table took)
+--   staging_header_rows,   each staging table holds what the ranges recorded:
+--   staging_line_rows      its count pieces (batch.run_validation_piece) cover
+--                          its blocks and add up to it
+--   staging_row_counts     both do
 -- All pass: the batch is VALIDATED, or, a draft, DRAFT (its digest recorded
 -- and DRAFT_BUILT entered in the audit chain). Any fails: it is FAILED,
 -- nothing is published.
@@ -30,6 +32,8 @@ DECLARE
     v_exp_lines   bigint;
     v_unprepared  bigint;
     v_stage_counts text;
+    v_stage       record;
+    v_stage_ok    boolean;
     v_failures    text[] := '{}'::text[];
     v_header_tbl  text := 'stage_journal_entry_header_' || p_batch_id;
     v_line_tbl    text := 'stage_journal_entry_line_' || p_batch_id;
@@ -152,28 +156,62 @@ BEGIN
                                            v_posted);
     END IF;
 
-    -- The staging tables' counts and indexes (batch.prepare_stage_table, run
-    -- by the workers side by side): the latest count of each must match.
-    SELECT count(*) FILTER (WHERE x.status IS NULL),
-           string_agg(x.actual, ', ' ORDER BY x.check_name) FILTER (WHERE x.status = 'FAIL')
-      INTO v_unprepared, v_stage_counts
-      FROM (VALUES ('staging_header_rows'), ('staging_line_rows')) AS c (check_name)
-      LEFT JOIN LATERAL (
-          SELECT vr.status, vr.actual, vr.check_name
-          FROM batch.validation_result AS vr
-          WHERE vr.batch_id = p_batch_id AND vr.check_name = c.check_name
-          ORDER BY vr.validation_id DESC
-          LIMIT 1) AS x ON true;
+    -- The staging tables' pieces (batch.run_validation_piece, run by the
+    -- workers side by side): all done, each table's count pieces covering
+    -- its blocks one after another from the first to the last, and adding up
+    -- to what the ranges recorded.
+    SELECT coalesce(sum(rg.line_count), 0) INTO v_exp_lines
+      FROM batch.range AS rg WHERE rg.batch_id = p_batch_id;
+    -- Unprepared: a piece not done, or no plan though a staging table exists.
+    SELECT CASE WHEN count(*) = 0 THEN (to_regclass(format('batch.%I', v_header_tbl)) IS NOT NULL
+                                        OR to_regclass(format('batch.%I', v_line_tbl)) IS NOT NULL)::int
+                ELSE count(*) FILTER (WHERE sp.finished_at IS NULL) END
+      INTO v_unprepared
+      FROM batch.validation_piece AS sp WHERE sp.batch_id = p_batch_id;
     IF v_unprepared > 0 OR (v_run.je_count > 0 AND
             (to_regclass(format('batch.%I', v_header_tbl || '_pkey')) IS NULL
              OR to_regclass(format('batch.%I', v_line_tbl || '_je_id_brin')) IS NULL)) THEN
         RAISE EXCEPTION 'batch %: its staging tables are not prepared', p_batch_id
             USING ERRCODE = 'object_not_in_prerequisite_state',
-                  HINT = format('CALL batch.prepare_stage_table(%s, ''header'') and (%s, ''line''), '
-                                'or "monthend resume %s".', p_batch_id, p_batch_id, p_batch_id);
+                  HINT = format('"monthend resume %s" prepares them (batch.plan_validation_pieces, '
+                                'then batch.run_validation_piece for each piece).', p_batch_id);
     END IF;
-    SELECT coalesce(sum(rg.line_count), 0) INTO v_exp_lines
-      FROM batch.range AS rg WHERE rg.batch_id = p_batch_id;
+    FOR v_stage IN
+        SELECT t.stage_table, t.expected, coalesce(c.counted, 0) AS counted,
+               coalesce(c.pieces, 0) AS pieces, coalesce(c.covered, 0) AS covered,
+               coalesce(c.tiled, true) AS tiled,
+               CASE WHEN to_regclass(format('batch.%I', t.relname)) IS NULL THEN 0
+                    ELSE pg_relation_size(format('batch.%I', t.relname)::regclass)
+                         / current_setting('block_size')::bigint END AS blocks
+        FROM (VALUES ('header', v_run.je_count::bigint, v_header_tbl),
+                     ('line', v_exp_lines, v_line_tbl)) AS t (stage_table, expected, relname)
+        LEFT JOIN LATERAL (
+            SELECT sum(x.row_count) AS counted, count(*) AS pieces,
+                   max(x.end_block) AS covered,
+                   bool_and(x.first_block = x.previous_end) AS tiled
+            FROM (SELECT sp.row_count, sp.first_block, sp.end_block,
+                         coalesce(lag(sp.end_block) OVER (ORDER BY sp.first_block), 0)
+                             AS previous_end
+                  FROM batch.validation_piece AS sp
+                  WHERE sp.batch_id = p_batch_id AND sp.stage_table = t.stage_table
+                    AND sp.task = 'count') AS x) AS c ON true
+    LOOP
+        v_stage_ok := v_stage.tiled AND v_stage.covered = v_stage.blocks
+                      AND v_stage.counted = v_stage.expected;
+        IF NOT batch.record_check(p_batch_id, NULL, 'pre-commit',
+                                  'staging_' || v_stage.stage_table || '_rows', v_stage_ok,
+                                  format('%s %ss', v_stage.expected, v_stage.stage_table),
+                                  format('%s %ss counted in %s pieces', v_stage.counted,
+                                         v_stage.stage_table, v_stage.pieces)
+                                  || CASE WHEN v_stage.tiled AND v_stage.covered = v_stage.blocks
+                                          THEN ''
+                                          ELSE format(', which do not cover its %s blocks '
+                                                      'one after another', v_stage.blocks)
+                                     END) THEN
+            v_stage_counts := concat_ws(', ', v_stage_counts,
+                                        format('%s %ss', v_stage.counted, v_stage.stage_table));
+        END IF;
+    END LOOP;
     IF NOT batch.record_check(p_batch_id, NULL, 'pre-commit', 'staging_row_counts',
                               v_stage_counts IS NULL,
                               format('%s headers, %s lines', v_run.je_count, v_exp_lines),

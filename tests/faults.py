@@ -330,10 +330,11 @@ def wait_for_lock_wait(conn: psycopg.Connection, query_like: str,
 # - allocation: SHARE UPDATE EXCLUSIVE on gl.posting_rule. Pre-flight only reads
 #   it; allocate_ranges places the ranges, takes the batch's je_id block, then
 #   waits to ANALYZE it (SHARE UPDATE EXCLUSIVE conflicts with itself).
-# - validation: ACCESS SHARE on the batch's staging header table.
-#   prepare_stage_table counts its rows (ACCESS SHARE, compatible), then needs
-#   ACCESS EXCLUSIVE to add the primary key ATTACH will adopt: it waits there,
-#   uncommitted, beside the line table's preparation.
+# - validation: ACCESS SHARE on the batch's staging header table. The
+#   header's index piece builds its unique index (SHARE, compatible), then
+#   needs ACCESS EXCLUSIVE to make it the primary key ATTACH will adopt: it
+#   waits there, uncommitted, beside the line table's pieces (the header's
+#   count pieces queue behind it).
 # - commit_attach: ACCESS SHARE on the staging line table. Validation only reads
 #   it and builds an index on it (SHARE, compatible); commit_batch attaches the
 #   header table, moves and renames it, then waits for ACCESS EXCLUSIVE to
@@ -355,7 +356,7 @@ WORKER_POINTS = ("preflight_ranges", "processing")
 _PHASE_QUERY = {"preflight": "%batch.preflight%",
                 "preflight_ranges": "%batch.process_range%",
                 "allocation": "%batch.allocate_ranges%",
-                "validation": "%batch.prepare_stage_table%",
+                "validation": "%batch.run_validation_piece%",
                 "commit_attach": "%batch.commit_batch%",
                 "commit_seal": "%batch.commit_batch%", "post_processing": "%batch.post_process%"}
 

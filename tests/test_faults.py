@@ -245,13 +245,16 @@ def test_server_stop_immediate_during_phase(private_cluster, clean_fingerprint, 
                 point != "allocation"), left
             assert stage_tables(conn) == []
         if point == "validation":
-            # The held header table's count and key went with its transaction
-            # (the line table's, beside it, may have committed), and no
+            # The held header index piece went with its transaction (the
+            # line table's pieces, beside it, may have committed), and no
             # check of validate_batch was written.
             assert conn.execute("SELECT count(*) AS n FROM batch.validation_result "
-                                "WHERE batch_id = %s AND phase = 'pre-commit' "
-                                "AND check_name <> 'staging_line_rows'",
+                                "WHERE batch_id = %s AND phase = 'pre-commit'",
                                 (batch_id,)).fetchone()["n"] == 0
+            assert conn.execute("SELECT finished_at FROM batch.validation_piece "
+                                "WHERE batch_id = %s AND stage_table = 'header' "
+                                "AND task = 'index'",
+                                (batch_id,)).fetchone()["finished_at"] is None
             assert conn.execute("SELECT to_regclass(%s) AS k",
                                 (f"batch.stage_journal_entry_header_{batch_id}_pkey",)
                                 ).fetchone()["k"] is None
@@ -308,11 +311,12 @@ def test_orphaned_backend_commits_resume_does_not_repeat(target, conn, clean_fin
                      proc=resumer)
         else:
             # Resume calls the same phase and waits for the orphan: its lock
-            # on the staging table, or its row lock on the batch.
-            phase, application = (("prepare_stage_table", "monthend stage")
+            # on the staging table (planning the pieces reads its size), or
+            # its row lock on the batch.
+            phase, application = (("validation_piece", "monthend stage")
                                   if point == "validation"
-                                  else ("commit_batch", "monthend driver"))
-            waiting = wait_for_lock_wait(conn, f"%batch.{phase}%", resumer,
+                                  else ("batch.commit_batch", "monthend driver"))
+            waiting = wait_for_lock_wait(conn, f"%{phase}%", resumer,
                                          application_like=application,
                                          exclude=orphans)
             blockers = conn.execute("SELECT pg_blocking_pids(%s) AS pids",

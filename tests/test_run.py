@@ -364,8 +364,11 @@ def test_nothing_is_visible_before_the_commit(target, conn):
             call("CALL batch.process_range(%s)", claim["p_range_id"])
             processed += 1
             assert ledger_counts(conn) == (0, 0)
-        for table in ("header", "line"):
-            call("CALL batch.prepare_stage_table(%s, %s)", batch_id, table)
+        call("CALL batch.plan_validation_pieces(%s)", batch_id)
+        pieces = conn.execute("SELECT piece_no FROM batch.validation_piece WHERE batch_id = %s "
+                              "ORDER BY piece_no", (batch_id,)).fetchall()
+        for piece in pieces:
+            call("CALL batch.run_validation_piece(%s, %s)", batch_id, piece["piece_no"])
         call("CALL batch.validate_batch(%s)", batch_id)
         run = conn.execute("SELECT status, je_count, line_count, range_count FROM batch.run "
                            "WHERE batch_id = %s", (batch_id,)).fetchone()

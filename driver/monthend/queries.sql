@@ -40,9 +40,20 @@ CALL batch.process_range(%(range_id)s);
 -- A range attempt failed: back off and retry, or fail the batch.
 CALL batch.record_range_failure(%(range_id)s, %(attempt)s, %(error)s);
 
--- name: prepare_stage_table
--- Phase 6, one staging table: counted, its index built (two run side by side).
-CALL batch.prepare_stage_table(%(batch_id)s, %(table)s);
+-- name: plan_validation_pieces
+-- Phase 6, its heavy half planned: the staging tables' pieces (indexes, counts).
+CALL batch.plan_validation_pieces(%(batch_id)s);
+
+-- name: validation_pieces_left
+-- The pieces still to do, in the order to hand them out (longest first).
+SELECT sp.piece_no
+FROM batch.validation_piece AS sp
+WHERE sp.batch_id = %(batch_id)s AND sp.finished_at IS NULL
+ORDER BY sp.piece_no;
+
+-- name: run_validation_piece
+-- Phase 6, one piece: an index built and its table analyzed, or rows counted.
+CALL batch.run_validation_piece(%(batch_id)s, %(piece_no)s);
 
 -- name: validate_batch
 -- Phase 6: pre-commit validation.
@@ -441,7 +452,7 @@ SELECT pg_wal_lsn_diff(pg_current_wal_lsn(), %(lsn)s::pg_lsn)::bigint AS bytes;
 -- name: bench_parallel_seconds
 -- How long at least two of a batch's backends were busy at once: over the
 -- intervals its workers worked (pre-flight's ranges, processing's ranges, the
--- preparation of its two staging tables), a sweep that counts the intervals
+-- pieces of its staging tables' preparation), a sweep that counts the intervals
 -- open at each moment. The rest of the run's wall time is its serial part.
 WITH busy AS (
     SELECT rg.preflight_started_at AS lo, rg.preflight_finished_at AS hi
@@ -452,11 +463,9 @@ WITH busy AS (
     FROM batch.range AS rg
     WHERE rg.batch_id = %(batch_id)s AND rg.status = 'DONE'
     UNION ALL
-    SELECT (e.detail ->> 'started_at')::timestamptz,
-           (e.detail ->> 'started_at')::timestamptz
-               + (e.detail ->> 'seconds')::numeric * interval '1 second'
-    FROM batch.event AS e
-    WHERE e.batch_id = %(batch_id)s AND e.kind = 'STAGE_PREPARED'
+    SELECT sp.started_at, sp.finished_at
+    FROM batch.validation_piece AS sp
+    WHERE sp.batch_id = %(batch_id)s AND sp.finished_at IS NOT NULL
 ), edge AS (
     SELECT b.lo AS at, 1 AS step FROM busy AS b
     UNION ALL

@@ -8,6 +8,7 @@ import contextlib
 import socket
 import threading
 import time
+from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -157,8 +158,11 @@ def start_reversal(target: db.Target, reverses_batch_id: int, reason: str, note:
 
 
 def _worker_loop(target: db.Target, batch_id: int, report: WorkerReport,
-                 stop: threading.Event) -> None:
-    """Claim and process ranges until none is left; retry through lost connections."""
+                 stop: threading.Event, drained: threading.Event) -> None:
+    """Claim and process ranges until none is left; retry through lost
+    connections. A worker with nothing to claim while others still hold
+    ranges waits for ``drained``, which the worker that finds no range left
+    sets, so the phase ends as soon as its last range does."""
     conn: psycopg.Connection | None = None
     lost_since: float | None = None
     while not stop.is_set():
@@ -182,8 +186,9 @@ def _worker_loop(target: db.Target, batch_id: int, report: WorkerReport,
             continue
         if claim["p_range_id"] is None:
             if claim["p_remaining"] == 0:
+                drained.set()
                 break
-            time.sleep(IDLE_POLL_SECONDS)
+            drained.wait(IDLE_POLL_SECONDS)
             continue
         range_id, attempt = claim["p_range_id"], claim["p_attempt"]
         try:
@@ -360,9 +365,9 @@ def process_ranges(target: db.Target, batch_id: int, workers: int, worker_prefix
     if budget.note():
         progress.on_note(str(budget.note()))
     workers = budget.granted
-    stop = threading.Event()
+    stop, drained = threading.Event(), threading.Event()
     reports = [WorkerReport(f"{worker_prefix}/w{i + 1}") for i in range(workers)]
-    threads = [threading.Thread(target=_worker_loop, args=(target, batch_id, r, stop),
+    threads = [threading.Thread(target=_worker_loop, args=(target, batch_id, r, stop, drained),
                                 name=r.name, daemon=True) for r in reports]
     for thread in threads:
         thread.start()
@@ -390,54 +395,99 @@ def process_ranges(target: db.Target, batch_id: int, workers: int, worker_prefix
     return reports
 
 
-STAGE_TABLES = ("header", "line")
+class _StageMovedOn(Exception):
+    """The batch left ALLOCATED while its staging tables were being prepared."""
+
+
+def _on_stage_connection(target: db.Target, work: Callable[[psycopg.Connection], None]) -> None:
+    """Run ``work`` on a connection of its own, again on a new one when the
+    link is lost (a restarted server), as a phase would, for up to
+    RECONNECT_SECONDS. ``work`` must be safe to run again. Raises
+    _StageMovedOn when the database refuses because the batch is no longer
+    ALLOCATED (another driver validated it meanwhile, or it failed: the caller
+    reads its status next), RunFailed on any other error."""
+    lost_since: float | None = None
+    while True:
+        try:
+            with db.connect(target, application_name="monthend stage") as conn:
+                work(conn)
+            return
+        except MonthendError as exc:
+            if _sqlstate(exc) == "55000":
+                raise _StageMovedOn() from exc
+            if not _is_connection_error(exc):
+                raise RunFailed(str(exc)) from exc
+            lost_since = lost_since or time.monotonic()
+            if time.monotonic() - lost_since > RECONNECT_SECONDS:
+                raise RunFailed(f"lost the database for {RECONNECT_SECONDS:.0f} s: {exc}"
+                                ) from exc
+            time.sleep(1.0)
 
 
 def prepare_stage(target: db.Target, batch_id: int, options: RunOptions) -> None:
-    """Validation's heavy half: the batch's staging tables counted and indexed
-    (batch.prepare_stage_table), both at once when two workers may run."""
-    budget = worker_budget(target, min(len(STAGE_TABLES), options.workers),
-                           options.max_connections)
+    """Validation's heavy half: the batch's staging tables indexed, analyzed and
+    counted in pieces (batch.plan_validation_pieces), which as many connections as
+    the batch may use take one after another, longest first
+    (batch.run_validation_piece)."""
+    pieces: deque[int] = deque()
+
+    def plan(conn: psycopg.Connection) -> None:
+        db.call(conn, "plan_validation_pieces", batch_id=batch_id)
+        pieces.clear()
+        pieces.extend(r["piece_no"] for r in db.call(conn, "validation_pieces_left",
+                                                     batch_id=batch_id))
+
+    try:
+        _on_stage_connection(target, plan)
+    except _StageMovedOn:
+        return
+    except RunFailed as exc:
+        raise _stage_stopped(batch_id, str(exc)) from exc
+    if not pieces:
+        return
+    budget = worker_budget(target, min(len(pieces), options.workers), options.max_connections)
+    lock = threading.Lock()
     errors: list[str] = []
     moved_on = threading.Event()
 
-    def prepare(tables: tuple[str, ...]) -> None:
-        lost_since: float | None = None
-        left = list(tables)
-        while left:
-            try:
-                with db.connect(target, application_name="monthend stage") as conn:
-                    while left:
-                        db.call(conn, "prepare_stage_table", batch_id=batch_id,
-                                table=left[0])
-                        left.pop(0)
-            except MonthendError as exc:
-                if _sqlstate(exc) == "55000":
-                    # Refused because the batch is no longer ALLOCATED: another
-                    # driver validated it meanwhile (or it failed): the caller
-                    # reads its status next.
-                    moved_on.set()
-                    return
-                if not _is_connection_error(exc):
-                    errors.append(str(exc))
-                    return
-                # The link is gone (a restarted server): again, as a phase would.
-                lost_since = lost_since or time.monotonic()
-                if time.monotonic() - lost_since > RECONNECT_SECONDS:
-                    errors.append(f"lost the database for {RECONNECT_SECONDS:.0f} s: {exc}")
-                    return
-                time.sleep(1.0)
+    def take() -> int | None:
+        with lock:
+            if errors or moved_on.is_set() or not pieces:
+                return None
+            return pieces.popleft()
 
-    shares = [STAGE_TABLES[i::budget.granted] for i in range(budget.granted)]
-    threads = [threading.Thread(target=prepare, args=(share,), daemon=True) for share in shares]
+    def prepare() -> None:
+        piece = take()
+
+        def work(conn: psycopg.Connection) -> None:
+            nonlocal piece
+            while piece is not None:
+                # A piece whose connection was lost is done again: done, it
+                # is left as it is.
+                db.call(conn, "run_validation_piece", batch_id=batch_id, piece_no=piece)
+                piece = take()
+
+        try:
+            if piece is not None:
+                _on_stage_connection(target, work)
+        except _StageMovedOn:
+            moved_on.set()
+        except RunFailed as exc:
+            with lock:
+                errors.append(str(exc))
+
+    threads = [threading.Thread(target=prepare, daemon=True) for _ in range(budget.granted)]
     for thread in threads:
         thread.start()
     for thread in threads:
         thread.join()
     if errors and not moved_on.is_set():
-        raise RunFailed(f"batch {batch_id}: preparing its staging tables stopped: "
-                        f"{'; '.join(errors)}\nThe batch is ALLOCATED; finish it with "
-                        f"`monthend resume {batch_id}`.")
+        raise _stage_stopped(batch_id, "; ".join(errors))
+
+
+def _stage_stopped(batch_id: int, problem: str) -> RunFailed:
+    return RunFailed(f"batch {batch_id}: preparing its staging tables stopped: {problem}\n"
+                     f"The batch is ALLOCATED; finish it with `monthend resume {batch_id}`.")
 
 
 def _run_workers(target: db.Target, session: _Session, batch_id: int, status: str,

@@ -24,7 +24,7 @@ BEGIN ATOMIC
     WHERE a.datname = current_database() AND a.application_name LIKE 'monthend %'
       AND (rg.range_id IS NOT NULL
            OR (a.application_name = 'monthend stage' AND a.state = 'active'
-               AND a.query LIKE '%prepare_stage_table%'
+               AND a.query LIKE '%run_validation_piece%'
                AND EXISTS (SELECT FROM batch.run AS r
                            WHERE r.batch_id = p_batch_id AND r.status = 'ALLOCATED')))
     ORDER BY 1, 2;
