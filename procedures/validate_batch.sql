@@ -247,7 +247,12 @@ BEGIN
            phase_seconds = r.phase_seconds || jsonb_build_object('processing',
                (SELECT round(coalesce(extract(epoch FROM max(rg.finished_at) - min(rg.started_at)),
                                       0)::numeric, 3)
-                  FROM batch.range AS rg WHERE rg.batch_id = p_batch_id))
+                  FROM batch.range AS rg WHERE rg.batch_id = p_batch_id),
+               -- The pieces, first started to last finished, on the workers.
+               'validation_pieces',
+               (SELECT round(coalesce(extract(epoch FROM max(vp.finished_at) - min(vp.started_at)),
+                                      0)::numeric, 3)
+                  FROM batch.validation_piece AS vp WHERE vp.batch_id = p_batch_id))
      WHERE r.batch_id = p_batch_id;
     PERFORM batch.record_phase_time(p_batch_id, 'validation', v_started);
     PERFORM batch.log_event(p_batch_id, 'VALIDATED', 'pre-commit validation passed');

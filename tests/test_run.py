@@ -23,8 +23,8 @@ SUMMARY_FIELDS = {
     "je_numbers", "ranges", "ranges_retried", "digest", "phase_seconds", "elapsed_seconds",
     "source_rows_per_second", "journal_entries_per_second", "error",
 }
-PHASES = {"preflight", "preflight_ranges", "allocation", "processing", "validation", "commit",
-          "post_processing"}
+PHASES = {"preflight", "preflight_ranges", "allocation", "processing", "validation_pieces",
+          "validation", "commit", "post_processing"}
 
 
 def generate(target, txns: int, seed: int = 1, bad: str = "0") -> None:

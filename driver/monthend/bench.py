@@ -54,8 +54,8 @@ TARGETS: tuple[tuple[str, str, float, str], ...] = (
     ("scaling", ">=", 1.4, "processing, 1 worker / W workers"),
 )
 
-PHASE_ORDER = ("preflight", "preflight_ranges", "allocation", "processing", "validation",
-               "commit", "post_processing")
+PHASE_ORDER = ("preflight", "preflight_ranges", "allocation", "processing", "validation_pieces",
+               "validation", "commit", "post_processing")
 SETTING_NAMES = ("server_version", "fsync", "synchronous_commit", "wal_level",
                  "full_page_writes", "shared_buffers", "work_mem", "maintenance_work_mem",
                  "max_wal_size", "jit")
