@@ -42,6 +42,9 @@ DECLARE
     v_claim_periods  text[];
     v_mode           text;
     v_range_size     integer;
+    -- The period's last tail_ranges ranges are cut in tail_split each.
+    tail_ranges      constant integer := 4;
+    tail_split       constant integer := 4;
     v_own_ranges     bigint;
     v_late_range     record;
 BEGIN
@@ -201,21 +204,33 @@ BEGIN
     -- as many ranges as range_size needs for the rows dated in the period,
     -- of equal width between their smallest and largest id. The batch's
     -- workers classify and claim them (batch.preflight_range); a range whose
-    -- rows were all posted or dead-lettered is dropped at allocation.
+    -- rows were all posted or dead-lettered is dropped at allocation. The
+    -- last tail_ranges ranges are cut again into tail_split narrower ones:
+    -- the workers take ranges in order, so the stage ends with short ranges
+    -- and no worker waits long for another's last one. (A fixed number, not
+    -- one a worker: the ranges, and so the batch's seal, follow from the
+    -- rows and range_size alone, whoever runs the batch.)
     INSERT INTO batch.range (batch_id, range_no, claim_period, source_type, lo_source_id,
                              hi_source_id, row_count, je_offset, je_count, stage)
-    SELECT p_batch_id, row_number() OVER (ORDER BY t.source_type, g.lo), v_period,
-           t.source_type, g.lo, least(g.lo + w.width - 1, t.hi_id), 0, 0, 0, 'PREFLIGHT'
-    FROM (SELECT s.source_type, min(s.source_id) AS lo_id, max(s.source_id) AS hi_id,
-                 count(*) AS n
-          FROM subledger.source_transaction AS s
-          WHERE s.txn_date BETWEEN v_start AND v_end
-          GROUP BY s.source_type) AS t
-    CROSS JOIN LATERAL (
-        SELECT ceil((t.hi_id - t.lo_id + 1)::numeric / ceil(t.n::numeric / v_range_size))::bigint
-                   AS width
-    ) AS w
-    CROSS JOIN LATERAL generate_series(t.lo_id, t.hi_id, w.width) AS g (lo);
+    SELECT p_batch_id, row_number() OVER (ORDER BY c.source_type, c.lo), v_period,
+           c.source_type, c.lo, least(c.lo + c.width - 1, c.hi), 0, 0, 0, 'PREFLIGHT'
+    FROM (SELECT r.source_type, r.hi, r.width, q.lo
+          FROM (SELECT t.source_type, g.lo, least(g.lo + w.width - 1, t.hi_id) AS hi,
+                       CASE WHEN row_number() OVER (ORDER BY t.source_type DESC, g.lo DESC)
+                                 <= tail_ranges
+                            THEN ceil(w.width::numeric / tail_split)::bigint
+                            ELSE w.width END AS width
+                FROM (SELECT s.source_type, min(s.source_id) AS lo_id,
+                             max(s.source_id) AS hi_id, count(*) AS n
+                      FROM subledger.source_transaction AS s
+                      WHERE s.txn_date BETWEEN v_start AND v_end
+                      GROUP BY s.source_type) AS t
+                CROSS JOIN LATERAL (
+                    SELECT ceil((t.hi_id - t.lo_id + 1)::numeric
+                                / ceil(t.n::numeric / v_range_size))::bigint AS width
+                ) AS w
+                CROSS JOIN LATERAL generate_series(t.lo_id, t.hi_id, w.width) AS g (lo)) AS r
+          CROSS JOIN LATERAL generate_series(r.lo, r.hi, r.width) AS q (lo)) AS c;
     GET DIAGNOSTICS v_own_ranges = ROW_COUNT;
 
     -- The late rows, few: cut into ranges of range_size rows per period and

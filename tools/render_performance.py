@@ -257,7 +257,7 @@ def render_scale(documents: list[tuple[str, dict[str, Any]]]) -> str:
     """Core-seconds per phase and WAL per million source rows (monthend bench
     --json), and the projection docs/scale.md explains."""
     out: list[str] = []
-    per_million: list[tuple[float, float, float]] = []
+    per_million: dict[str, tuple[float, float, float]] = {}
     for name, document in sorted(documents, key=lambda d: _number(d[1]["result"]["txns"])):
         r = document["result"]
         millions = float(r["source_rows"]) / 1e6
@@ -292,10 +292,13 @@ def render_scale(documents: list[tuple[str, dict[str, Any]]]) -> str:
                    f"{_fmt((wal or 0) / 1e6, 0)} MB per million source rows "
                    f"({_fmt(r['wal_full_page_images'])} full-page images).")
         out.append("")
-        per_million.append((serial / millions, parallel_core / millions, float(wal or 0)))
+        per_million[name] = (serial / millions, parallel_core / millions, float(wal or 0))
     if per_million:
-        serial_pm, parallel_pm, wal_pm = per_million[-1]
-        out.append(f"Projected from the largest measurement, linear in rows, on "
+        # The newest measurement (of the code as it is), the largest of those.
+        basis = max(documents, key=lambda d: (d[1]["measured_on"],
+                                              _number(d[1]["result"]["txns"])))[0]
+        serial_pm, parallel_pm, wal_pm = per_million[basis]
+        out.append(f"Projected from the newest measurement ({basis}), linear in rows, on "
                    f"{PROJECTED_CORES} cores with the phases the workers run (pre-flight's "
                    "ranges, processing, validation's pieces) spread over all of them and the "
                    "others as they run today (one backend):")
