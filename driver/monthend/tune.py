@@ -90,6 +90,7 @@ def settings(machine: Machine) -> dict[str, Any]:
         "wal_buffers": "64MB" if shared_buffers >= 4 * GB else "-1",
         "wal_compression": "on",
         "synchronous_commit": "on",
+        "wal_writer_delay": "10ms",
         "effective_io_concurrency": 200 if machine.storage == "ssd" else 2,
         "random_page_cost": 1.1 if machine.storage == "ssd" else 4.0,
         "jit": "off",
@@ -109,6 +110,7 @@ def settings(machine: Machine) -> dict[str, Any]:
         "max_wal_size": pg_size(_round_mb(_clamp(ram / 16, 1 * GB, 16 * GB))),
         "min_wal_size": pg_size(_round_mb(_clamp(ram / 64, 256 * MB, 4 * GB))),
         "checkpoint_timeout": "5min",
+        "wal_writer_delay": "200ms",
         "jit": "on",
         "idle_in_transaction_session_timeout": "0",
     }
