@@ -115,11 +115,10 @@ BEGIN
                                 FROM batch.control_total AS ct WHERE ct.batch_id = p_batch_id),
                je_number_base = (SELECT ap.je_numbers_used FROM gl.accounting_period AS ap
                                   WHERE ap.period = r.period)
-          -- Counted from the claims themselves: the ranges' counts are
-          -- checked against them below.
-          FROM (SELECT (SELECT count(*) FROM batch.source_claim AS c
-                         WHERE c.period = ANY (v_run.period || v_run.late_periods)
-                           AND c.batch_id = p_batch_id) AS claimed,
+          -- What the ranges claimed: pre-commit validation counts the
+          -- claims themselves in pieces on the workers (claims_counted), so
+          -- that every range does not wait here for a read of all of them.
+          FROM (SELECT coalesce(sum(rg.row_count), 0) AS claimed,
                        coalesce(sum(rg.je_count), 0) AS entries
                 FROM batch.range AS rg WHERE rg.batch_id = p_batch_id) AS x
          WHERE r.batch_id = p_batch_id
@@ -147,7 +146,7 @@ BEGIN
     -- the planner guesses thousands of rules and one claim.
     -- (A reversal's rows were analyzed when its ranges were cut.)
     IF v_run.kind = 'RUN' THEN
-        EXECUTE format('ANALYZE batch.%I', 'source_claim_' || replace(v_run.period, '-', '_'));
+        EXECUTE format('ANALYZE batch.%I', batch.claim_partition_name(v_run.period));
     END IF;
     ANALYZE gl.currency, gl.fx_rate, gl.posting_rule, gl.journal_template, gl.setting;
 

@@ -116,10 +116,10 @@ BEGIN
                   HINT = 'Nothing was dropped. Write the archive again with `monthend archive`.';
     END IF;
 
-    IF to_regclass(format('batch.%I', 'source_claim_' || replace(p_period, '-', '_'))) IS NOT NULL
+    IF to_regclass(format('batch.%I', batch.claim_partition_name(p_period))) IS NOT NULL
     THEN
         EXECUTE format('SELECT count(*) FROM batch.%I',
-                       'source_claim_' || replace(p_period, '-', '_')) INTO v_claims;
+                       batch.claim_partition_name(p_period)) INTO v_claims;
     END IF;
     SELECT count(*) INTO v_reversed FROM batch.source_reversal AS s WHERE s.period = p_period;
     -- What the partitions hold, counted: a row outside every range of its

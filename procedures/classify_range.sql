@@ -192,7 +192,7 @@ BEGIN
         FROM preflight_candidate AS f
         WHERE f.reason IS NULL
         ORDER BY f.source_id
-        $q$, 'source_claim_' || replace(v_range.claim_period, '-', '_'))
+        $q$, batch.claim_partition_name(v_range.claim_period))
     USING v_range.claim_period, v_range.batch_id;
 
     -- Open dead letters of rows now claimed: the commit resolves these.

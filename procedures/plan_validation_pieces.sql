@@ -1,15 +1,19 @@
 -- Pre-commit validation's heavy half, planned: the pieces in which the
 -- batch's workers prepare its staging tables side by side
 -- (batch.run_validation_piece), written to batch.validation_piece in the order to
--- hand them out, longest first: each table's index (the header's primary key,
--- then the line's BRIN), then its row count in pieces of at most
--- stage_count_blocks blocks (the line table's first, the larger). With every
--- count piece shorter than the index builds, the connections finish within
--- one count piece of each other.
+-- hand them out, longest first: each staging table's index (the header's
+-- primary key, then the line's BRIN), then its row count in pieces of at most
+-- stage_count_blocks blocks (the line table's first, the larger), then, for
+-- a run, the count of its claims in each claims partition it wrote to. With
+-- every count piece shorter than the index builds, the connections finish
+-- within one count piece of each other.
 -- Takes an ALLOCATED batch whose ranges are all DONE, so its staging tables
--- no longer grow. A plan already written stands while its tables have the
--- blocks it counted (a second driver, a resumed batch); one for tables of
--- another size is replaced, its pieces to be done again.
+-- no longer grow (and its claims were all written by pre-flight: a claims
+-- partition that grows after the plan grows by other batches' claims). A plan
+-- already written stands while its staging tables have the blocks it counted
+-- (a second driver, a resumed batch); one for tables of another size, or
+-- without pieces for a table to prepare, is replaced, its pieces to be done
+-- again.
 CREATE OR REPLACE PROCEDURE batch.plan_validation_pieces(p_batch_id bigint)
 LANGUAGE plpgsql
 SECURITY DEFINER
@@ -21,9 +25,7 @@ DECLARE
     stage_count_blocks constant bigint := 16384;
     v_run      batch.run%ROWTYPE;
     v_not_done bigint;
-    v_blocks   jsonb := '{}'::jsonb;
-    v_table    text;
-    v_relation regclass;
+    v_tables   jsonb;
     v_stale    boolean;
 BEGIN
     -- NO KEY UPDATE: one planner at a time, beside the pieces (KEY SHARE).
@@ -43,51 +45,72 @@ BEGIN
                   HINT = format('Process them with "monthend resume %s".', p_batch_id);
     END IF;
 
-    FOREACH v_table IN ARRAY ARRAY['header', 'line'] LOOP
-        v_relation := to_regclass(format('batch.%I',
-                                         'stage_journal_entry_' || v_table || '_' || p_batch_id));
-        IF v_relation IS NOT NULL THEN
-            v_blocks := v_blocks || jsonb_build_object(v_table,
-                pg_relation_size(v_relation) / current_setting('block_size')::bigint);
-        END IF;
-    END LOOP;
+    -- The tables to prepare and their size now: the staging tables, and a
+    -- run's claims partitions that hold blocks (its period's, and those of the
+    -- late rows it took).
+    SELECT coalesce(jsonb_agg(jsonb_build_object(
+               'stage_table', t.stage_table, 'claim_period', t.claim_period,
+               'blocks', pg_relation_size(t.relation) / current_setting('block_size')::bigint)
+               ORDER BY t.stage_table, t.claim_period), '[]')
+      INTO v_tables
+      FROM (SELECT x.stage_table, x.claim_period, to_regclass(format('batch.%I', x.relname)) AS relation
+            FROM (SELECT s.stage_table, NULL::text AS claim_period,
+                         'stage_journal_entry_' || s.stage_table || '_' || p_batch_id AS relname
+                  FROM unnest(ARRAY['header', 'line']) AS s (stage_table)
+                  UNION ALL
+                  SELECT 'claim', c.period, batch.claim_partition_name(c.period)
+                  FROM unnest(v_run.period || v_run.late_periods) AS c (period)
+                  WHERE v_run.kind = 'RUN') AS x) AS t
+     WHERE t.relation IS NOT NULL
+       AND (t.stage_table <> 'claim' OR pg_relation_size(t.relation) > 0);
 
     SELECT NOT EXISTS (SELECT FROM batch.validation_piece AS sp WHERE sp.batch_id = p_batch_id)
            OR EXISTS (SELECT FROM batch.validation_piece AS sp
+                      JOIN jsonb_to_recordset(v_tables) AS t (stage_table text, blocks bigint)
+                        ON t.stage_table = sp.stage_table
                       WHERE sp.batch_id = p_batch_id AND sp.task = 'index'
-                        AND (v_blocks -> sp.stage_table) IS DISTINCT FROM to_jsonb(sp.end_block))
-           OR EXISTS (SELECT FROM jsonb_object_keys(v_blocks) AS t (stage_table)
+                        AND sp.end_block <> t.blocks)
+           OR EXISTS (SELECT FROM jsonb_to_recordset(v_tables)
+                                  AS t (stage_table text, claim_period text)
                       WHERE NOT EXISTS (SELECT FROM batch.validation_piece AS sp
                                         WHERE sp.batch_id = p_batch_id
-                                          AND sp.stage_table = t.stage_table))
+                                          AND sp.stage_table = t.stage_table
+                                          AND sp.claim_period IS NOT DISTINCT FROM t.claim_period))
       INTO v_stale;
     IF NOT v_stale THEN
         RETURN;
     END IF;
 
     DELETE FROM batch.validation_piece AS sp WHERE sp.batch_id = p_batch_id;
-    INSERT INTO batch.validation_piece (batch_id, piece_no, stage_table, task, first_block, end_block)
+    INSERT INTO batch.validation_piece (batch_id, piece_no, stage_table, claim_period, task,
+                                        first_block, end_block)
     SELECT p_batch_id,
            row_number() OVER (ORDER BY p.task = 'count',
-                                       (p.task = 'count') = (p.stage_table = 'header'),
-                                       p.first_block),
-           p.stage_table, p.task, p.first_block, p.end_block
-    FROM (SELECT t.key AS stage_table, 'index' AS task, 0::bigint AS first_block,
-                 t.value::bigint AS end_block
-          FROM jsonb_each_text(v_blocks) AS t
+                                       CASE WHEN p.task = 'index'
+                                            THEN array_position(ARRAY['header', 'line'], p.stage_table)
+                                            ELSE array_position(ARRAY['line', 'header', 'claim'],
+                                                                p.stage_table) END,
+                                       p.claim_period, p.first_block),
+           p.stage_table, p.claim_period, p.task, p.first_block, p.end_block
+    FROM (SELECT t.stage_table, t.claim_period, 'index' AS task, 0::bigint AS first_block,
+                 t.blocks AS end_block
+          FROM jsonb_to_recordset(v_tables) AS t (stage_table text, claim_period text, blocks bigint)
+          WHERE t.stage_table <> 'claim'
           UNION ALL
-          SELECT t.key, 'count', g.first_block,
-                 least(g.first_block + stage_count_blocks, t.value::bigint)
-          FROM jsonb_each_text(v_blocks) AS t
-          CROSS JOIN LATERAL generate_series(0, t.value::bigint - 1, stage_count_blocks)
+          SELECT t.stage_table, t.claim_period, 'count', g.first_block,
+                 least(g.first_block + stage_count_blocks, t.blocks)
+          FROM jsonb_to_recordset(v_tables) AS t (stage_table text, claim_period text, blocks bigint)
+          CROSS JOIN LATERAL generate_series(0, t.blocks - 1, stage_count_blocks)
               AS g (first_block)) AS p;
     PERFORM batch.log_event(p_batch_id, 'STAGE_PLANNED',
         format('staging tables to prepare in %s pieces (%s)',
                (SELECT count(*) FROM batch.validation_piece AS sp WHERE sp.batch_id = p_batch_id),
-               (SELECT string_agg(format('%s: %s blocks', t.key, t.value), ', '
-                                  ORDER BY t.key)
-                  FROM jsonb_each_text(v_blocks) AS t)),
-        jsonb_build_object('blocks', v_blocks));
+               (SELECT string_agg(format('%s: %s blocks',
+                                         concat_ws(' ', t.stage_table, t.claim_period), t.blocks),
+                                  ', ')
+                  FROM jsonb_to_recordset(v_tables)
+                       AS t (stage_table text, claim_period text, blocks bigint))),
+        jsonb_build_object('tables', v_tables));
 END
 $$;
 

@@ -28,7 +28,7 @@ BEGIN
                   HINT = 'Call gl.restore_period_prepare first, in the same transaction.';
     END IF;
 
-    EXECUTE format('SELECT count(*) FROM batch.%I', 'source_claim_' || replace(p_period, '-', '_'))
+    EXECUTE format('SELECT count(*) FROM batch.%I', batch.claim_partition_name(p_period))
        INTO v_claims;
     SELECT count(*) INTO v_reversed FROM batch.source_reversal AS r WHERE r.period = p_period;
     IF v_claims IS DISTINCT FROM (v_detail ->> 'claims')::bigint

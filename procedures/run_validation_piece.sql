@@ -6,7 +6,8 @@
 --          key only if it backs one; line: the BRIN on je_id), and the table's
 --          planner statistics (ANALYZE: they stay with the table when it is
 --          attached, so the ledger's new partitions are planned for at once).
---   count  the table's rows in the piece's blocks (a TID range scan).
+--   count  the table's rows in the piece's blocks (a TID range scan); of a
+--          claims partition, the batch's claims there.
 -- batch.validate_batch then judges the counts with its other checks. Takes an
 -- ALLOCATED batch; a piece already done is left as it is, and two
 -- connections given the same piece do it once (the second waits on the
@@ -55,7 +56,14 @@ BEGIN
     v_started := clock_timestamp();
     v_table := 'stage_journal_entry_' || v_piece.stage_table || '_' || p_batch_id;
 
-    IF v_piece.task = 'count' THEN
+    IF v_piece.stage_table = 'claim' THEN
+        EXECUTE format('SELECT count(*) FROM batch.%I '
+                       'WHERE ctid >= $1 AND ctid < $2 AND batch_id = $3',
+                       batch.claim_partition_name(v_piece.claim_period))
+           INTO v_rows
+          USING format('(%s,0)', v_piece.first_block)::tid, format('(%s,0)', v_piece.end_block)::tid,
+                p_batch_id;
+    ELSIF v_piece.task = 'count' THEN
         EXECUTE format('SELECT count(*) FROM batch.%I WHERE ctid >= $1 AND ctid < $2', v_table)
            INTO v_rows
           USING format('(%s,0)', v_piece.first_block)::tid, format('(%s,0)', v_piece.end_block)::tid;

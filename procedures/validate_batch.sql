@@ -12,6 +12,8 @@
 --   staging_line_rows      its count pieces (batch.run_validation_piece) cover
 --                          its blocks and add up to it
 --   staging_row_counts     both do
+--   claims_counted         a run's claims, counted in its claims partitions by
+--                          its claim pieces, are the rows its ranges claimed
 -- All pass: the batch is VALIDATED, or, a draft, DRAFT (its digest recorded
 -- and DRAFT_BUILT entered in the audit chain). Any fails: it is FAILED,
 -- nothing is published.
@@ -34,6 +36,9 @@ DECLARE
     v_stage_counts text;
     v_stage       record;
     v_stage_ok    boolean;
+    v_claims_counted bigint;
+    v_claim_pieces   bigint;
+    v_claims_tiled   boolean;
     v_failures    text[] := '{}'::text[];
     v_header_tbl  text := 'stage_journal_entry_header_' || p_batch_id;
     v_line_tbl    text := 'stage_journal_entry_line_' || p_batch_id;
@@ -219,6 +224,33 @@ BEGIN
                                        format('%s headers, %s lines', v_run.je_count,
                                               v_exp_lines))) THEN
         v_failures := v_failures || ('staging holds ' || v_stage_counts);
+    END IF;
+
+    -- A run's claims, counted by its claim pieces: the rows its ranges
+    -- claimed, no more and no fewer, each claims partition's pieces covering
+    -- it one after another from its first block to the end it had when
+    -- planned (the batch's claims were all written by then).
+    IF v_run.kind = 'RUN' THEN
+        SELECT coalesce(sum(x.row_count), 0), count(*),
+               coalesce(bool_and(x.first_block = x.previous_end), true)
+          INTO v_claims_counted, v_claim_pieces, v_claims_tiled
+          FROM (SELECT sp.row_count, sp.first_block,
+                       coalesce(lag(sp.end_block) OVER (PARTITION BY sp.claim_period
+                                                        ORDER BY sp.first_block), 0)
+                           AS previous_end
+                FROM batch.validation_piece AS sp
+                WHERE sp.batch_id = p_batch_id AND sp.stage_table = 'claim') AS x;
+        IF NOT batch.record_check(p_batch_id, NULL, 'pre-commit', 'claims_counted',
+                                  v_claims_tiled AND v_claims_counted = v_run.claimed_rows,
+                                  format('%s claims', v_run.claimed_rows),
+                                  format('%s claims counted in %s pieces', v_claims_counted,
+                                         v_claim_pieces)
+                                  || CASE WHEN v_claims_tiled THEN ''
+                                          ELSE ', which do not cover their partitions one '
+                                               'block range after another' END) THEN
+            v_failures := v_failures || format('%s claims counted, %s claimed',
+                                               v_claims_counted, v_run.claimed_rows);
+        END IF;
     END IF;
 
     IF cardinality(v_failures) > 0 THEN

@@ -46,6 +46,8 @@ RUN_ROUTINES = [
     "batch.cancel_batch(bigint)",
     "batch.reopen_batch(bigint)",
     "gl.ensure_period_partitions(text)",
+    # The name of a period's claims partition (the bench vacuums it).
+    "batch.claim_partition_name(text)",
     "gl.ensure_partitions_ahead(integer)",
     "batch.range_claim_held(bigint,integer)",
     # range_claim_held reads pg_locks by the claim's key.

@@ -405,6 +405,53 @@ def test_nothing_is_visible_before_the_commit(target, conn):
 
 
 @pytest.mark.full
+def test_validation_counts_the_claims(target, conn):
+    """Allocation takes the claimed rows from the ranges; validation's claim
+    pieces count the claims themselves, and a claim of the batch that no range
+    made fails the batch before anything is published."""
+    generate(target, 500)
+    with psycopg.connect(target.conninfo, autocommit=True, row_factory=dict_row) as dba:
+        def call(sql: str, *params):
+            cur = dba.execute(sql, params)
+            return cur.fetchone() if cur.description else None
+
+        def claim_all() -> None:
+            while (claim := call("CALL batch.claim_range(%s, 'dba', NULL, NULL, NULL)",
+                                 batch_id))["p_range_id"] is not None:
+                call("CALL batch.process_range(%s)", claim["p_range_id"])
+
+        batch_id = call("CALL batch.start_run(%s, 1, 200, 3, NULL)", PERIOD)["p_batch_id"]
+        call("CALL batch.preflight(%s)", batch_id)
+        claim_all()
+        call("CALL batch.allocate_ranges(%s)", batch_id)
+        claim_all()
+        # A claim no range made, written behind the batch's back.
+        call("INSERT INTO batch.source_claim (period, source_type, source_id, generation, "
+             "batch_id, je_offset) VALUES (%s, 'PREMIUM', 999999999, 0, %s, 0)",
+             PERIOD, batch_id)
+        call("CALL batch.plan_validation_pieces(%s)", batch_id)
+        pieces = dba.execute("SELECT piece_no, stage_table, claim_period "
+                             "FROM batch.validation_piece WHERE batch_id = %s ORDER BY piece_no",
+                             (batch_id,)).fetchall()
+        assert [(p["stage_table"], p["claim_period"]) for p in pieces
+                if p["stage_table"] == "claim"] == [("claim", PERIOD)]
+        for piece in pieces:
+            call("CALL batch.run_validation_piece(%s, %s)", batch_id, piece["piece_no"])
+        call("CALL batch.validate_batch(%s)", batch_id)
+    run = conn.execute("SELECT status, claimed_rows, error FROM batch.run WHERE batch_id = %s",
+                       (batch_id,)).fetchone()
+    check = conn.execute("SELECT status, expected, actual FROM batch.validation_result "
+                         "WHERE batch_id = %s AND check_name = 'claims_counted'",
+                         (batch_id,)).fetchone()
+    assert run["status"] == "FAILED"
+    assert run["claimed_rows"] == 500
+    assert "501 claims counted, 500 claimed" in run["error"]
+    assert check == {"status": "FAIL", "expected": "500 claims",
+                     "actual": "501 claims counted in 1 pieces"}
+    assert ledger_counts(conn) == (0, 0)
+
+
+@pytest.mark.full
 def test_json_summary_fields(target, conn):
     generate(target, 900, bad="0.05")
     result = run_json(target, "--workers", "3", "--range-size", "200")

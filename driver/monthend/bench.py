@@ -280,8 +280,8 @@ def _baseline(target: db.Target, period: str, options: BenchOptions, log: Log,
         detail["baseline_status"] = _status(conn, batch_id)["status"]
         log(f"scaling baseline: batch {batch_id} cancelled, its claims released")
         # The next pre-flight claims the same rows into the same partition.
-        _execute(conn, "bench_vacuum_claims",
-                 claims=sql.Identifier("batch", "source_claim_" + period.replace("-", "_")))
+        claims = db.call_one(conn, "claim_partition", period=period)["name"]
+        _execute(conn, "bench_vacuum_claims", claims=sql.Identifier("batch", claims))
 
 
 def _measured_run(target: db.Target, period: str, options: BenchOptions, log: Log,

@@ -431,6 +431,10 @@ SELECT (SELECT count(DISTINCT d.policy_id) FROM gl.upr_detail AS d
          ORDER BY e.event_id DESC LIMIT 1) AS ledger_ranges,
        (SELECT count(*) FROM subledger.policy) AS policies;
 
+-- name: claim_partition
+-- A period's partition of batch.source_claim (the name's one definition).
+SELECT batch.claim_partition_name(%(period)s) AS name;
+
 -- name: bench_vacuum_claims
 -- The claims a cancelled batch released, vacuumed before the next batch claims again.
 VACUUM {claims};
