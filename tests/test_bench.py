@@ -22,7 +22,8 @@ BENCH_FIELDS = {
     "phase_seconds", "commit_seconds", "scaling", "scaling_detail", "raw_write_seconds",
     "ratio", "raw_write", "checkpoint_before_passes", "driver_peak_rss_mb", "targets",
     "wal_bytes", "wal_records", "wal_full_page_images", "wal_bytes_per_million_source_rows",
-    "parallel_seconds", "serial_seconds", "serial_share", "policies", "book",
+    "parallel_seconds", "serial_seconds", "serial_share", "validation_longest_piece",
+    "policies", "book",
 }
 SETTINGS = {"server_version", "fsync", "synchronous_commit", "wal_level", "full_page_writes",
             "shared_buffers", "work_mem", "maintenance_work_mem", "max_wal_size", "jit",
@@ -116,6 +117,14 @@ def test_bench_reports_every_field(target, conn):
     assert result["serial_seconds"] == pytest.approx(
         result["end_to_end_seconds"] - result["parallel_seconds"], abs=0.002)
     assert 0 < result["serial_share"] < 1
+    # The longest piece of the staging tables' preparation bounds that phase.
+    piece = result["validation_longest_piece"]
+    longest = conn.execute(
+        "SELECT max(extract(epoch FROM finished_at - started_at)) AS s "
+        "FROM batch.validation_piece WHERE batch_id = %s", (result["batch_id"],)).fetchone()
+    assert piece["seconds"] == pytest.approx(float(longest["s"]), abs=0.001)
+    assert piece["table"] in {"header", "line", "claim"} and piece["task"] in {"index", "count"}
+    assert 0 < piece["seconds"] <= result["phase_seconds"]["validation_pieces"] + 0.001
 
     assert result["targets"].keys() == REQUIREMENTS.keys()
     for name, judged in result["targets"].items():

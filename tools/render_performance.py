@@ -257,7 +257,10 @@ def render_scale(documents: list[tuple[str, dict[str, Any]]]) -> str:
     """Core-seconds per phase and WAL per million source rows (monthend bench
     --json), and the projection docs/scale.md explains."""
     out: list[str] = []
-    per_million: dict[str, tuple[float, float, float]] = {}
+    # Per million source rows: the phases on one backend (seconds), the other
+    # phases the workers run and validation's pieces (core-seconds), the
+    # longest piece (seconds, or None), the WAL (bytes).
+    per_million: dict[str, tuple[float, float, float, float | None, float]] = {}
     for name, document in sorted(documents, key=lambda d: _number(d[1]["result"]["txns"])):
         r = document["result"]
         millions = float(r["source_rows"]) / 1e6
@@ -266,12 +269,15 @@ def render_scale(documents: list[tuple[str, dict[str, Any]]]) -> str:
         out.append("")
         rows = []
         serial = 0.0
-        parallel_core = 0.0
+        workers_core = 0.0
+        pieces_core = 0.0
         for phase, seconds in r["phase_seconds"].items():
             cores = workers if phase in PARALLEL_PHASES else 1
             core_seconds = float(seconds) * cores
-            if phase in PARALLEL_PHASES:
-                parallel_core += core_seconds
+            if phase == "validation_pieces":
+                pieces_core += core_seconds
+            elif phase in PARALLEL_PHASES:
+                workers_core += core_seconds
             else:
                 serial += float(seconds)
             rows.append([phase, _fmt(float(seconds), 1), str(cores), _fmt(core_seconds, 1),
@@ -283,37 +289,51 @@ def render_scale(documents: list[tuple[str, dict[str, Any]]]) -> str:
         out.append("")
         wal = r.get("wal_bytes_per_million_source_rows")
         share = r.get("serial_share")
+        piece = r.get("validation_longest_piece")
         out.append(f"{_fmt(r['source_rows'])} source rows, {workers} range workers: the "
                    f"phases on one backend took {_fmt(serial, 1)} s, "
                    f"{_fmt(100 * serial / wall, 1)}% of the wall time"
                    + (f" (fewer than two backends busy: {_fmt(100 * float(share), 1)}%)"
                       if share is not None else "")
+                   + (f"; validation's longest piece, the {piece['table']} table's "
+                      f"{piece['task']}, took {_fmt(float(piece['seconds']), 1)} s"
+                      if piece else "")
                    + f"; WAL written {_fmt(r['wal_bytes'] / 1e9, 2)} GB, "
                    f"{_fmt((wal or 0) / 1e6, 0)} MB per million source rows "
                    f"({_fmt(r['wal_full_page_images'])} full-page images).")
         out.append("")
-        per_million[name] = (serial / millions, parallel_core / millions, float(wal or 0))
+        per_million[name] = (serial / millions, workers_core / millions, pieces_core / millions,
+                             float(piece["seconds"]) / millions if piece else None,
+                             float(wal or 0))
     if per_million:
         # The newest measurement (of the code as it is), the largest of those.
         basis = max(documents, key=lambda d: (d[1]["measured_on"],
                                               _number(d[1]["result"]["txns"])))[0]
-        serial_pm, parallel_pm, wal_pm = per_million[basis]
-        out.append(f"Projected from the newest measurement ({basis}), linear in rows, on "
-                   f"{PROJECTED_CORES} cores with the phases the workers run (pre-flight's "
-                   "ranges, processing, validation's pieces) spread over all of them and the "
-                   "others as they run today (one backend):")
+        serial_pm, workers_pm, pieces_pm, longest_pm, wal_pm = per_million[basis]
+        out.append(f"Projected from the largest run of the newest date ({basis}), linear in "
+                   f"rows, on {PROJECTED_CORES} cores: pre-flight's ranges and processing "
+                   "spread over all of them; validation's pieces too, but never shorter than "
+                   + ("their longest piece, one index build on one backend"
+                      if longest_pm is not None else
+                      "their longest piece (not recorded by this measurement: no floor)")
+                   + "; the other phases as they run today (one backend):")
         out.append("")
         rows = []
         for target_rows in PROJECTED_ROWS:
             m = target_rows / 1e6
-            serial_s, parallel_s = serial_pm * m, parallel_pm * m / PROJECTED_CORES
-            rows.append([f"{target_rows / 1e6:,.0f}M", _fmt(serial_s, 0), _fmt(parallel_s, 0),
-                         _fmt(serial_s + parallel_s, 0),
-                         _fmt(100 * serial_s / (serial_s + parallel_s), 0),
+            serial_s = serial_pm * m
+            workers_s = workers_pm * m / PROJECTED_CORES
+            pieces_s = max(pieces_pm * m / PROJECTED_CORES, (longest_pm or 0.0) * m)
+            total = serial_s + workers_s + pieces_s
+            rows.append([f"{target_rows / 1e6:,.0f}M", _fmt(serial_s, 0), _fmt(workers_s, 0),
+                         _fmt(pieces_s, 0), _fmt(total, 0),
+                         _fmt(100 * serial_s / total, 0),
                          _fmt(wal_pm * m / 1e9, 1),
-                         _fmt(wal_pm * m / 1e6 / (serial_s + parallel_s), 0)])
-        out += _table(["source rows", "phases on one backend, s", "phases on the workers, s",
-                       "total, s", "serial share, %", "WAL, GB", "WAL rate needed, MB/s"], rows)
+                         _fmt(wal_pm * m / 1e6 / total, 0)])
+        out += _table(["source rows", "phases on one backend, s",
+                       "pre-flight's ranges and processing, s", "validation's pieces, s",
+                       "total, s", "phases on one backend, %", "WAL, GB",
+                       "WAL rate needed, MB/s"], rows)
         out.append("")
     return "\n".join(out).rstrip("\n")
 

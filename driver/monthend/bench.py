@@ -332,6 +332,7 @@ def _measured_run(target: db.Target, period: str, options: BenchOptions, log: Lo
     with db.connect(target, application_name="monthend bench") as conn:
         ranges = db.call_one(conn, "bench_range_seconds", batch_id=batch_id) or {}
         parallel = db.call_one(conn, "bench_parallel_seconds", batch_id=batch_id) or {}
+        piece = db.call_one(conn, "bench_longest_validation_piece", batch_id=batch_id)
         _wal(conn, wal_before, summary["source_rows"], result)
     # The serial share: the part of the run's wall time during which fewer
     # than two of its backends were busy.
@@ -339,6 +340,9 @@ def _measured_run(target: db.Target, period: str, options: BenchOptions, log: Lo
     result["parallel_seconds"] = round(parallel_seconds, 3)
     result["serial_seconds"] = round(max(end_to_end - parallel_seconds, 0), 3)
     result["serial_share"] = round(result["serial_seconds"] / end_to_end, 4) if end_to_end else None
+    result["validation_longest_piece"] = (
+        {"table": piece["stage_table"], "task": piece["task"],
+         "seconds": _seconds(piece["seconds"])} if piece else None)
     seal = summary.get("seal_seconds")
     if seal is None:
         seal = ranges.get("seal_seconds")
@@ -482,6 +486,7 @@ def run(target: db.Target, options: BenchOptions, log: Log,
         "journal_entries_per_second": None, "journal_lines_per_second": None,
         "phase_seconds": None, "commit_seconds": None,
         "parallel_seconds": None, "serial_seconds": None, "serial_share": None,
+        "validation_longest_piece": None,
         "wal_bytes": None, "wal_records": None, "wal_full_page_images": None,
         "wal_bytes_per_million_source_rows": None,
         "scaling": None,

@@ -485,6 +485,16 @@ SELECT round(coalesce(sum(extract(epoch FROM l.next_at - l.at)) FILTER (WHERE l.
        (SELECT count(*) FROM busy) AS intervals
 FROM level AS l;
 
+-- name: bench_longest_validation_piece
+-- The longest piece of a batch's staging tables' preparation: no number of
+-- connections makes that phase shorter than it.
+SELECT sp.stage_table, sp.task,
+       round(extract(epoch FROM sp.finished_at - sp.started_at)::numeric, 3) AS seconds
+FROM batch.validation_piece AS sp
+WHERE sp.batch_id = %(batch_id)s AND sp.finished_at IS NOT NULL
+ORDER BY sp.finished_at - sp.started_at DESC
+LIMIT 1;
+
 -- name: bench_range_seconds
 -- Worker seconds spent in a batch's done ranges, and the seal's part of them
 -- where the run records it (a seal_seconds column of batch.range or batch.run,
