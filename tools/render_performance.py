@@ -313,7 +313,7 @@ def render_scale(documents: list[tuple[str, dict[str, Any]]]) -> str:
         out.append(f"Projected from the largest run of the newest date ({basis}), linear in "
                    f"rows, on {PROJECTED_CORES} cores: pre-flight's ranges and processing "
                    "spread over all of them; validation's pieces too, but never shorter than "
-                   + ("their longest piece, one index build on one backend"
+                   + ("their longest piece, on one backend"
                       if longest_pm is not None else
                       "their longest piece (not recorded by this measurement: no floor)")
                    + "; the other phases as they run today (one backend):")
